@@ -1,0 +1,735 @@
+//! Configuration: command-line flags, `ESGATE_*` environment variables and a TOML file.
+//!
+//! Every setting has all three names (see [`SETTINGS`]); a value is taken from the first of
+//! flag, environment, file and built-in default that has one. Values are parsed and checked once,
+//! at start-up, into [`Config`]; an invalid one stops start-up with a [`ConfigError`] that names
+//! the key and where the value came from.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, Parser};
+
+/// Command-line interface. Every value is read as text and parsed by [`Config`], so that one
+/// error message format covers flags, environment variables and the file alike.
+#[derive(Debug, Parser)]
+#[command(name = "esgate", version, about = "A streaming reverse proxy for Elasticsearch")]
+pub struct Cli {
+    /// TOML configuration file (see config/esgate.toml).
+    #[arg(long, env = "ESGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration, print a summary and exit.
+    #[arg(long)]
+    pub check_config: bool,
+    /// Address the gateway listens on [server.listen].
+    #[arg(long, env = "ESGATE_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Address of the admin listener; unset means none [server.admin_listen].
+    #[arg(long, env = "ESGATE_ADMIN_LISTEN", value_name = "ADDR")]
+    admin_listen: Option<String>,
+    /// Runtime threads, one per core when 0 [server.workers].
+    #[arg(long, env = "ESGATE_WORKERS", value_name = "N")]
+    workers: Option<String>,
+    /// Time a client has to send a request's headers [server.header_read_timeout].
+    #[arg(long, env = "ESGATE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
+    header_read_timeout: Option<String>,
+    /// Largest request head (request line and headers) accepted [server.max_header_size].
+    #[arg(long, env = "ESGATE_MAX_HEADER_SIZE", value_name = "BYTES")]
+    max_header_size: Option<String>,
+    /// Time in-flight requests get to finish after SIGTERM/SIGINT [server.shutdown_grace].
+    #[arg(long, env = "ESGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
+    shutdown_grace: Option<String>,
+    /// Append X-Forwarded-For and X-Forwarded-Proto [server.forwarded_headers].
+    #[arg(long, env = "ESGATE_FORWARDED_HEADERS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    forwarded_headers: Option<String>,
+    /// Elasticsearch node URL; repeat the flag or separate with commas [upstream.nodes].
+    #[arg(long, env = "ESGATE_UPSTREAM", value_name = "URL", value_delimiter = ',')]
+    upstream: Vec<String>,
+    /// Serve the built-in development upstream instead of real nodes [upstream.dev].
+    #[arg(long, env = "ESGATE_DEV", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    dev: Option<String>,
+    /// Time to open a TCP connection to a node [upstream.connect_timeout].
+    #[arg(long, env = "ESGATE_CONNECT_TIMEOUT", value_name = "DURATION")]
+    connect_timeout: Option<String>,
+    /// Time a node has to start its response once the request is sent; 0 disables [upstream.response_timeout].
+    #[arg(long, env = "ESGATE_RESPONSE_TIMEOUT", value_name = "DURATION")]
+    response_timeout: Option<String>,
+    /// An idle upstream connection older than this is closed, not reused [upstream.pool_idle_timeout].
+    #[arg(long, env = "ESGATE_POOL_IDLE_TIMEOUT", value_name = "DURATION")]
+    pool_idle_timeout: Option<String>,
+    /// Idle upstream connections kept per node and thread [upstream.pool_max_idle_per_node].
+    #[arg(long, env = "ESGATE_POOL_MAX_IDLE_PER_NODE", value_name = "N")]
+    pool_max_idle_per_node: Option<String>,
+    /// First retry delay for a node that refused a connection [upstream.dead_node_backoff].
+    #[arg(long, env = "ESGATE_DEAD_NODE_BACKOFF", value_name = "DURATION")]
+    dead_node_backoff: Option<String>,
+    /// Longest retry delay for a dead node [upstream.max_dead_node_backoff].
+    #[arg(long, env = "ESGATE_MAX_DEAD_NODE_BACKOFF", value_name = "DURATION")]
+    max_dead_node_backoff: Option<String>,
+    /// Send the node's own host:port as Host instead of the client's [upstream.rewrite_host].
+    #[arg(long, env = "ESGATE_REWRITE_HOST", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    rewrite_host: Option<String>,
+    /// Keep the letter case of header names on the wire [upstream.preserve_header_case].
+    #[arg(long, env = "ESGATE_PRESERVE_HEADER_CASE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    preserve_header_case: Option<String>,
+    /// Log filter: a level or tracing directives; RUST_LOG is used when none is set [log.level].
+    #[arg(long, env = "ESGATE_LOG_LEVEL", value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log format: text or json [log.format].
+    #[arg(long, env = "ESGATE_LOG_FORMAT", value_name = "FORMAT")]
+    log_format: Option<String>,
+}
+
+/// One setting's three names.
+#[derive(Clone, Copy, Debug)]
+pub struct Setting {
+    /// Dotted key in the TOML file.
+    pub key: &'static str,
+    /// Command-line flag.
+    pub flag: &'static str,
+    /// Environment variable.
+    pub env: &'static str,
+}
+
+macro_rules! settings {
+    ($($name:ident = $key:literal, $flag:literal, $env:literal;)*) => {
+        $(const $name: Setting = Setting { key: $key, flag: $flag, env: $env };)*
+        /// Every setting, in the order of `config/esgate.toml`.
+        pub const SETTINGS: &[Setting] = &[$($name),*];
+    };
+}
+
+settings! {
+    LISTEN = "server.listen", "--listen", "ESGATE_LISTEN";
+    ADMIN_LISTEN = "server.admin_listen", "--admin-listen", "ESGATE_ADMIN_LISTEN";
+    WORKERS = "server.workers", "--workers", "ESGATE_WORKERS";
+    HEADER_READ_TIMEOUT = "server.header_read_timeout", "--header-read-timeout", "ESGATE_HEADER_READ_TIMEOUT";
+    MAX_HEADER_SIZE = "server.max_header_size", "--max-header-size", "ESGATE_MAX_HEADER_SIZE";
+    SHUTDOWN_GRACE = "server.shutdown_grace", "--shutdown-grace", "ESGATE_SHUTDOWN_GRACE";
+    FORWARDED_HEADERS = "server.forwarded_headers", "--forwarded-headers", "ESGATE_FORWARDED_HEADERS";
+    NODES = "upstream.nodes", "--upstream", "ESGATE_UPSTREAM";
+    DEV = "upstream.dev", "--dev", "ESGATE_DEV";
+    CONNECT_TIMEOUT = "upstream.connect_timeout", "--connect-timeout", "ESGATE_CONNECT_TIMEOUT";
+    RESPONSE_TIMEOUT = "upstream.response_timeout", "--response-timeout", "ESGATE_RESPONSE_TIMEOUT";
+    POOL_IDLE_TIMEOUT = "upstream.pool_idle_timeout", "--pool-idle-timeout", "ESGATE_POOL_IDLE_TIMEOUT";
+    POOL_MAX_IDLE = "upstream.pool_max_idle_per_node", "--pool-max-idle-per-node", "ESGATE_POOL_MAX_IDLE_PER_NODE";
+    DEAD_BACKOFF = "upstream.dead_node_backoff", "--dead-node-backoff", "ESGATE_DEAD_NODE_BACKOFF";
+    MAX_DEAD_BACKOFF = "upstream.max_dead_node_backoff", "--max-dead-node-backoff", "ESGATE_MAX_DEAD_NODE_BACKOFF";
+    REWRITE_HOST = "upstream.rewrite_host", "--rewrite-host", "ESGATE_REWRITE_HOST";
+    PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
+    LOG_LEVEL = "log.level", "--log-level", "ESGATE_LOG_LEVEL";
+    LOG_FORMAT = "log.format", "--log-format", "ESGATE_LOG_FORMAT";
+}
+
+/// The validated configuration of a gateway.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Client-facing listener settings.
+    pub server: ServerConfig,
+    /// Elasticsearch nodes and how esgate talks to them.
+    pub upstream: UpstreamConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Client-facing listener settings.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Health endpoints; kept on a separate port so no Elasticsearch path is ever shadowed.
+    pub admin_listen: Option<SocketAddr>,
+    /// Runtime threads; each runs its own accept loop and connections (0: one per core).
+    pub workers: usize,
+    /// Slow or stuck clients lose their connection when headers take longer than this.
+    pub header_read_timeout: Duration,
+    /// Largest request head; larger ones get 431 from the HTTP layer.
+    pub max_header_size: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// Append `X-Forwarded-For` / `X-Forwarded-Proto`.
+    pub forwarded_headers: bool,
+}
+
+/// Elasticsearch nodes and how esgate talks to them.
+#[derive(Clone, Debug)]
+pub struct UpstreamConfig {
+    /// The nodes, tried round-robin. Empty only with `dev`.
+    pub nodes: Vec<NodeUrl>,
+    /// Serve the built-in development upstream on loopback and use it as the only node.
+    pub dev: bool,
+    /// TCP connect timeout per attempt.
+    pub connect_timeout: Duration,
+    /// Time a node has to start its response once the whole request is sent (`None`: no limit).
+    /// It starts after the body so that slow uploads of large bulk bodies are not cut.
+    pub response_timeout: Option<Duration>,
+    /// Idle connections older than this are not reused: below the idle timeouts of the load
+    /// balancers usually found in front of Elasticsearch, so a reused connection is still open.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept per node in each runtime thread.
+    pub pool_max_idle_per_node: usize,
+    /// A node that refused a connection is skipped for this long, doubled per failure.
+    pub dead_node_backoff: Duration,
+    /// Upper bound of the dead-node delay.
+    pub max_dead_node_backoff: Duration,
+    /// Send `Host: <node host:port>` instead of the client's `Host`.
+    pub rewrite_host: bool,
+    /// Keep header-name case as received (costs an allocation per header).
+    pub preserve_header_case: bool,
+}
+
+/// An upstream node's address, taken from an `http://host[:port]` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeUrl {
+    /// Host name or IP literal (IPv6 without brackets).
+    pub host: String,
+    /// TCP port (80 when the URL names none).
+    pub port: u16,
+}
+
+impl NodeUrl {
+    /// `host:port` as written in a Host header (IPv6 in brackets).
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for NodeUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}", self.authority())
+    }
+}
+
+/// Logging settings.
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    /// A tracing filter (`info`, `esgate=debug,hyper=warn`, …).
+    pub filter: String,
+    /// Output format.
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A configuration that cannot be used; names the key and where its value came from.
+#[derive(Debug)]
+pub struct ConfigError {
+    key: String,
+    origin: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, origin: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { key: key.into(), origin: origin.into(), message: message.into() }
+    }
+
+    /// The dotted key of the offending setting (`server.listen`), or the file for file errors.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: `{}` ({}): {}", self.key, self.origin, self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A raw value before parsing, with where it came from.
+#[derive(Debug)]
+enum Raw {
+    Text(String),
+    Toml(toml::Value),
+}
+
+struct Value {
+    raw: Raw,
+    origin: String,
+}
+
+impl Value {
+    fn err(&self, setting: Setting, message: impl fmt::Display) -> ConfigError {
+        let shown = match &self.raw {
+            Raw::Text(s) => format!("{s:?}"),
+            Raw::Toml(v) => v.to_string(),
+        };
+        ConfigError::new(setting.key, &self.origin, format!("{message} (got {shown})"))
+    }
+
+    fn text(&self, setting: Setting) -> Result<&str, ConfigError> {
+        match &self.raw {
+            Raw::Text(s) => Ok(s),
+            Raw::Toml(toml::Value::String(s)) => Ok(s),
+            Raw::Toml(_) => Err(self.err(setting, "expected a string")),
+        }
+    }
+}
+
+/// Where values are looked up: parsed flags and environment, then the file's table.
+struct Sources {
+    matches: ArgMatches,
+    file: toml::Table,
+    file_name: String,
+}
+
+impl Sources {
+    fn get(&mut self, setting: Setting, id: &str) -> Option<Value> {
+        // Always take the file's value, so that a key overridden by a flag is not "unknown".
+        let from_file = self.from_file(setting);
+        match self.matches.get_one::<String>(id) {
+            Some(v) => Some(Value { raw: Raw::Text(v.clone()), origin: self.origin(setting, id) }),
+            None => from_file,
+        }
+    }
+
+    fn origin(&self, setting: Setting, id: &str) -> String {
+        match self.matches.value_source(id) {
+            Some(ValueSource::EnvVariable) => format!("from {}", setting.env),
+            _ => format!("from {}", setting.flag),
+        }
+    }
+
+    fn from_file(&mut self, setting: Setting) -> Option<Value> {
+        let (section, name) = setting.key.split_once('.')?;
+        let table = self.file.get_mut(section)?.as_table_mut()?;
+        let raw = table.remove(name)?;
+        Some(Value { raw: Raw::Toml(raw), origin: format!("from {}", self.file_name) })
+    }
+
+    /// Keys left in the file after every setting took its own are unknown.
+    fn reject_leftovers(&self) -> Result<(), ConfigError> {
+        for (section, value) in &self.file {
+            match value.as_table() {
+                Some(table) => {
+                    if let Some(name) = table.keys().next() {
+                        return Err(ConfigError::new(
+                            format!("{section}.{name}"),
+                            format!("from {}", self.file_name),
+                            "unknown key",
+                        ));
+                    }
+                }
+                None => {
+                    return Err(ConfigError::new(
+                        section.as_str(),
+                        format!("from {}", self.file_name),
+                        "unknown key (settings live in the [server], [upstream] and [log] tables)",
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Parses the process's arguments and environment, reads the file they name, and validates.
+    pub fn load() -> Result<(Cli, Config), LoadError> {
+        Self::load_from(std::env::args_os())
+    }
+
+    /// As [`Config::load`], with explicit arguments (the environment is still the process's).
+    pub fn load_from<I, T>(args: I) -> Result<(Cli, Config), LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Cli::command().try_get_matches_from(args).map_err(LoadError::Usage)?;
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(LoadError::Usage)?;
+        let (file, file_name) = match &cli.config {
+            Some(path) => (read_file(path)?, path.display().to_string()),
+            None => (toml::Table::new(), String::new()),
+        };
+        let config = Self::from_sources(Sources { matches, file, file_name })?;
+        Ok((cli, config))
+    }
+
+    fn from_sources(mut src: Sources) -> Result<Config, ConfigError> {
+        let server = ServerConfig {
+            listen: match src.get(LISTEN, "listen") {
+                Some(v) => parse_addr(&v, LISTEN)?,
+                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+            admin_listen: src.get(ADMIN_LISTEN, "admin_listen").map(|v| parse_addr(&v, ADMIN_LISTEN)).transpose()?,
+            workers: opt(src.get(WORKERS, "workers"), WORKERS, parse_count)?.unwrap_or(0),
+            header_read_timeout: duration(&mut src, HEADER_READ_TIMEOUT, "header_read_timeout", Duration::from_secs(30))?,
+            max_header_size: opt(src.get(MAX_HEADER_SIZE, "max_header_size"), MAX_HEADER_SIZE, parse_size)?
+                .unwrap_or(64 * 1024),
+            shutdown_grace: duration(&mut src, SHUTDOWN_GRACE, "shutdown_grace", Duration::from_secs(30))?,
+            forwarded_headers: flag(&mut src, FORWARDED_HEADERS, "forwarded_headers")?,
+        };
+        let nodes_from_file = src.from_file(NODES);
+        let nodes_value = match src.matches.get_many::<String>("upstream") {
+            Some(values) => Some(Value {
+                raw: Raw::Toml(toml::Value::Array(values.map(|s| toml::Value::String(s.clone())).collect())),
+                origin: src.origin(NODES, "upstream"),
+            }),
+            None => nodes_from_file,
+        };
+        let nodes = match nodes_value {
+            Some(v) => parse_nodes(&v)?,
+            None => vec![NodeUrl { host: "127.0.0.1".into(), port: 9200 }],
+        };
+        let response_timeout =
+            duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::from_secs(120))?;
+        let upstream = UpstreamConfig {
+            nodes,
+            dev: flag(&mut src, DEV, "dev")?,
+            connect_timeout: duration(&mut src, CONNECT_TIMEOUT, "connect_timeout", Duration::from_secs(5))?,
+            response_timeout: (!response_timeout.is_zero()).then_some(response_timeout),
+            pool_idle_timeout: duration(&mut src, POOL_IDLE_TIMEOUT, "pool_idle_timeout", Duration::from_secs(50))?,
+            pool_max_idle_per_node: opt(src.get(POOL_MAX_IDLE, "pool_max_idle_per_node"), POOL_MAX_IDLE, parse_count)?
+                .unwrap_or(32),
+            dead_node_backoff: duration(&mut src, DEAD_BACKOFF, "dead_node_backoff", Duration::from_secs(1))?,
+            max_dead_node_backoff: duration(&mut src, MAX_DEAD_BACKOFF, "max_dead_node_backoff", Duration::from_secs(30))?,
+            rewrite_host: flag(&mut src, REWRITE_HOST, "rewrite_host")?,
+            preserve_header_case: flag(&mut src, PRESERVE_CASE, "preserve_header_case")?,
+        };
+        let log = LogConfig {
+            filter: match src.get(LOG_LEVEL, "log_level") {
+                Some(v) => {
+                    let text = v.text(LOG_LEVEL)?.to_owned();
+                    tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| v.err(LOG_LEVEL, e))?;
+                    text
+                }
+                None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            },
+            format: match src.get(LOG_FORMAT, "log_format") {
+                Some(v) => match v.text(LOG_FORMAT)? {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    _ => return Err(v.err(LOG_FORMAT, "expected `text` or `json`")),
+                },
+                None => LogFormat::Text,
+            },
+        };
+        src.reject_leftovers()?;
+        let config = Config { server, upstream, log };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks relations between values that each parsed on their own.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let u = &self.upstream;
+        if u.max_dead_node_backoff < u.dead_node_backoff {
+            return Err(ConfigError::new(
+                MAX_DEAD_BACKOFF.key,
+                "checked against upstream.dead_node_backoff",
+                "must not be shorter than upstream.dead_node_backoff",
+            ));
+        }
+        if self.server.max_header_size < 1024 {
+            return Err(ConfigError::new(MAX_HEADER_SIZE.key, "checked", "must be at least 1KiB"));
+        }
+        if u.connect_timeout.is_zero() {
+            return Err(ConfigError::new(CONNECT_TIMEOUT.key, "checked", "must be longer than 0"));
+        }
+        Ok(())
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Bad command line (or `--help` / `--version`, which clap renders itself).
+    Usage(clap::Error),
+    /// A value or the file is invalid.
+    Invalid(ConfigError),
+}
+
+impl From<ConfigError> for LoadError {
+    fn from(e: ConfigError) -> Self {
+        LoadError::Invalid(e)
+    }
+}
+
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("--config", format!("file {name}"), e.to_string()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::new("--config", format!("file {name}"), e.message().to_owned()))?;
+    Ok(table)
+}
+
+fn opt<T>(
+    value: Option<Value>,
+    setting: Setting,
+    parse: fn(&Value, Setting) -> Result<T, ConfigError>,
+) -> Result<Option<T>, ConfigError> {
+    value.map(|v| parse(&v, setting)).transpose()
+}
+
+fn duration(src: &mut Sources, setting: Setting, id: &str, default: Duration) -> Result<Duration, ConfigError> {
+    Ok(opt(src.get(setting, id), setting, parse_duration_value)?.unwrap_or(default))
+}
+
+fn flag(src: &mut Sources, setting: Setting, id: &str) -> Result<bool, ConfigError> {
+    match src.get(setting, id) {
+        None => Ok(false),
+        Some(v) => match &v.raw {
+            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+            _ => match v.text(setting)? {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(v.err(setting, "expected true or false")),
+            },
+        },
+    }
+}
+
+fn parse_addr(v: &Value, setting: Setting) -> Result<SocketAddr, ConfigError> {
+    v.text(setting)?
+        .parse()
+        .map_err(|_| v.err(setting, "expected an IP address and port such as 127.0.0.1:8080"))
+}
+
+fn parse_count(v: &Value, setting: Setting) -> Result<usize, ConfigError> {
+    let n = match &v.raw {
+        Raw::Toml(toml::Value::Integer(i)) => usize::try_from(*i).ok(),
+        _ => v.text(setting)?.parse().ok(),
+    };
+    n.filter(|n| *n <= 4096).ok_or_else(|| v.err(setting, "expected a whole number from 0 to 4096"))
+}
+
+fn parse_size(v: &Value, setting: Setting) -> Result<usize, ConfigError> {
+    let n = match &v.raw {
+        Raw::Toml(toml::Value::Integer(i)) => usize::try_from(*i).ok(),
+        _ => parse_size_text(v.text(setting)?),
+    };
+    n.ok_or_else(|| v.err(setting, "expected a size in bytes such as 65536, 64KiB or 1MiB"))
+}
+
+fn parse_duration_value(v: &Value, setting: Setting) -> Result<Duration, ConfigError> {
+    let d = match &v.raw {
+        Raw::Toml(toml::Value::Integer(i)) => u64::try_from(*i).ok().map(Duration::from_secs),
+        _ => parse_duration(v.text(setting)?),
+    };
+    d.ok_or_else(|| v.err(setting, "expected a duration such as 30s, 500ms, 2m or 0"))
+}
+
+fn parse_nodes(v: &Value) -> Result<Vec<NodeUrl>, ConfigError> {
+    let urls: Vec<&str> = match &v.raw {
+        Raw::Toml(toml::Value::Array(items)) => items
+            .iter()
+            .map(|item| item.as_str().ok_or_else(|| v.err(NODES, "expected a list of URLs")))
+            .collect::<Result<_, _>>()?,
+        _ => vec![v.text(NODES)?],
+    };
+    if urls.is_empty() {
+        return Err(v.err(NODES, "expected at least one node URL"));
+    }
+    urls.into_iter()
+        .map(|url| parse_node_url(url.trim()).map_err(|why| v.err(NODES, format!("{url:?}: {why}"))))
+        .collect()
+}
+
+/// Parses `http://host[:port][/]`: a node is a host and port, nothing more.
+pub fn parse_node_url(url: &str) -> Result<NodeUrl, &'static str> {
+    let uri: http::Uri = url.parse().map_err(|_| "not a URL")?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https upstreams are not supported yet; use http://"),
+        _ => return Err("expected a URL starting with http://"),
+    }
+    let authority = uri.authority().ok_or("the URL names no host")?;
+    if authority.as_str().contains('@') {
+        return Err("credentials in the URL are not supported; clients send their own");
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err("a path prefix is not supported; give only scheme, host and port");
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("the URL names no host");
+    }
+    Ok(NodeUrl { host: host.to_owned(), port: authority.port_u16().unwrap_or(80) })
+}
+
+/// Parses `0`, `250ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let millis = match unit.trim() {
+        "ms" => n,
+        "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "" if n == 0 => 0,
+        _ => return None,
+    };
+    Some(Duration::from_millis(millis))
+}
+
+/// Parses `65536`, `64KiB`, `1MiB` (also `KB`/`MB` as the same binary units).
+pub fn parse_size_text(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: usize = digits.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "k" | "kb" => 1024,
+        "MiB" | "MB" | "m" | "mb" => 1024 * 1024,
+        "GiB" | "GB" | "g" | "gb" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, LoadError> {
+        Config::load_from(std::iter::once("esgate").chain(args.iter().copied())).map(|(_, c)| c)
+    }
+
+    fn invalid(args: &[&str]) -> ConfigError {
+        match load(args) {
+            Err(LoadError::Invalid(e)) => e,
+            other => panic!("expected an invalid configuration, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load(&[]).expect("defaults are valid");
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(c.upstream.nodes, vec![NodeUrl { host: "127.0.0.1".into(), port: 9200 }]);
+        assert_eq!(c.upstream.response_timeout, Some(Duration::from_secs(120)));
+        assert!(!c.upstream.dev);
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = load(&[
+            "--listen=0.0.0.0:9000",
+            "--upstream",
+            "http://es1:9200",
+            "--upstream=http://[::1]:9201,http://es3",
+            "--dev",
+            "--response-timeout=0",
+            "--max-header-size=16KiB",
+        ])
+        .expect("valid");
+        assert_eq!(c.server.listen.port(), 9000);
+        let auths: Vec<_> = c.upstream.nodes.iter().map(NodeUrl::authority).collect();
+        assert_eq!(auths, ["es1:9200", "[::1]:9201", "es3:80"]);
+        assert!(c.upstream.dev);
+        assert_eq!(c.upstream.response_timeout, None);
+        assert_eq!(c.server.max_header_size, 16384);
+    }
+
+    #[test]
+    fn bad_values_name_their_key_and_origin() {
+        let e = invalid(&["--listen", "nowhere"]);
+        assert_eq!(e.key(), "server.listen");
+        assert!(e.to_string().contains("from --listen"), "{e}");
+        assert_eq!(invalid(&["--connect-timeout=5 parsecs"]).key(), "upstream.connect_timeout");
+        assert_eq!(invalid(&["--upstream=ftp://x"]).key(), "upstream.nodes");
+        assert_eq!(invalid(&["--upstream=http://x/prefix"]).key(), "upstream.nodes");
+        assert_eq!(invalid(&["--dev=maybe"]).key(), "upstream.dev");
+        assert_eq!(invalid(&["--log-format=xml"]).key(), "log.format");
+        assert_eq!(invalid(&["--dead-node-backoff=1m"]).key(), "upstream.max_dead_node_backoff");
+    }
+
+    fn with_file(text: &str, args: &[&str]) -> Result<Config, LoadError> {
+        let dir = std::env::temp_dir().join(format!("esgate-config-test-{}-{}", std::process::id(), text.len()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("esgate.toml");
+        std::fs::write(&path, text).expect("write");
+        let path_arg = format!("--config={}", path.display());
+        let mut all = vec![path_arg.as_str()];
+        all.extend_from_slice(args);
+        let result = load(&all);
+        let _ = std::fs::remove_dir_all(&dir);
+        result
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let text = "[server]\nlisten = \"127.0.0.1:7000\"\nshutdown_grace = 5\n[upstream]\nnodes = [\"http://a:1\", \"http://b:2\"]\nrewrite_host = true\n";
+        let c = with_file(text, &[]).expect("valid");
+        assert_eq!(c.server.listen.port(), 7000);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(c.upstream.nodes.len(), 2);
+        assert!(c.upstream.rewrite_host);
+        let c = with_file(text, &["--listen=127.0.0.1:7001"]).expect("valid");
+        assert_eq!(c.server.listen.port(), 7001);
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        let e = match with_file("[server]\nlisten = 12\n", &[]) {
+            Err(LoadError::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(e.key(), "server.listen");
+        assert!(e.to_string().contains("esgate.toml"), "{e}");
+        let e = match with_file("[server]\nlisen = \"x\"\n", &[]) {
+            Err(LoadError::Invalid(e)) => e,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(e.key(), "server.lisen");
+        assert!(matches!(with_file("listen = ", &[]), Err(LoadError::Invalid(_))));
+    }
+
+    #[test]
+    fn every_setting_has_its_flag_and_env() {
+        let cmd = Cli::command();
+        for s in SETTINGS {
+            let arg = cmd
+                .get_arguments()
+                .find(|a| a.get_long().map(|l| format!("--{l}")) == Some(s.flag.to_owned()))
+                .unwrap_or_else(|| panic!("no flag {}", s.flag));
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(s.env), "{}", s.key);
+        }
+    }
+
+    #[test]
+    fn the_example_file_covers_every_key() {
+        let text = include_str!("../config/esgate.toml");
+        let table: toml::Table = text.parse().expect("example parses");
+        for s in SETTINGS {
+            let (section, name) = s.key.split_once('.').expect("dotted");
+            let in_file = table.get(section).and_then(|t| t.get(name)).is_some()
+                || text.contains(&format!("# {name} = "));
+            assert!(in_file, "config/esgate.toml does not mention {}", s.key);
+        }
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("s"), None);
+        assert_eq!(parse_duration("99999999999999999999h"), None);
+        assert_eq!(parse_size_text("64KiB"), Some(65536));
+        assert_eq!(parse_size_text("12"), Some(12));
+        assert_eq!(parse_size_text("1 parsec"), None);
+    }
+}

@@ -1,0 +1,259 @@
+//! The built-in development upstream (`--dev`): a tiny in-memory stand-in for Elasticsearch.
+//!
+//! It listens on a loopback port of its own and esgate forwards to it exactly as to a real node,
+//! so the whole stack (connector-error checks, pass-through, upstream client) runs with no
+//! Elasticsearch around. It is for trying esgate out and for end-to-end tests, not a fake of
+//! Elasticsearch's behaviour beyond these routes:
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET /`, `HEAD /` | cluster info |
+//! | `GET /_connector` | `{"count":N,"results":[…]}` |
+//! | `PUT /_connector/<id>` | create or update; `{"result":"created"|"updated","id":…}` |
+//! | `GET /_connector/<id>`, `DELETE /_connector/<id>` | the connector; `{"acknowledged":true}` |
+//! | `PUT /_connector/<id>/_error` | `error` and `status` (`error`, or `connected` for null/empty); `{"result":"updated"}` |
+//!
+//! A missing connector gets Elasticsearch's 404 bodies. Every answer carries
+//! `X-elastic-product: Elasticsearch`, as Elasticsearch's own do.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Map, Value};
+
+use crate::body::Body;
+use crate::es_error::{error_body, json_response};
+
+/// The header every Elasticsearch answer carries and official clients check for.
+pub const X_ELASTIC_PRODUCT: &str = "x-elastic-product";
+const MAX_BODY: usize = 1024 * 1024;
+
+/// In-memory connectors, shared by all connections to the development upstream.
+#[derive(Clone, Debug, Default)]
+pub struct DevUpstream {
+    connectors: Arc<Mutex<BTreeMap<String, Map<String, Value>>>>,
+}
+
+impl DevUpstream {
+    /// An empty development upstream.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let body = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return Ok(product(error(StatusCode::BAD_REQUEST, "parse_exception", &format!("could not read the body: {e}"))))
+            }
+        };
+        let raw_path = parts.uri.path();
+        let segments: Vec<&str> = raw_path.trim_start_matches('/').split('/').collect();
+        let segments: Vec<&str> = match segments.iter().rposition(|s| !s.is_empty()) {
+            Some(last) => segments[..=last].to_vec(),
+            None => Vec::new(),
+        };
+        let method = &parts.method;
+        let response = match (method, segments.as_slice()) {
+            (&Method::GET | &Method::HEAD, []) => ok(cluster_info()),
+            (&Method::GET, ["_connector"]) => self.list(),
+            (_, ["_connector", id]) => {
+                let id = percent_decode(id);
+                match *method {
+                    Method::PUT => self.put(&id, &body),
+                    Method::GET => self.get(&id),
+                    Method::DELETE => self.delete(&id),
+                    _ => no_handler(&parts.uri, method),
+                }
+            }
+            (&Method::PUT, ["_connector", id, "_error"]) => self.update_error(&percent_decode(id), &body),
+            _ => no_handler(&parts.uri, method),
+        };
+        Ok(product(response))
+    }
+
+    fn store(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Map<String, Value>>> {
+        self.connectors.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn list(&self) -> Response<Body> {
+        let store = self.store();
+        let results: Vec<Value> = store.values().cloned().map(Value::Object).collect();
+        ok(json!({ "count": results.len(), "results": results }))
+    }
+
+    fn put(&self, id: &str, body: &Bytes) -> Response<Body> {
+        let fields = match parse_object(body) {
+            Ok(fields) => fields,
+            Err(response) => return response,
+        };
+        let mut store = self.store();
+        let created = !store.contains_key(id);
+        let doc = store.entry(id.to_owned()).or_insert_with(|| new_connector(id));
+        for key in ["index_name", "name", "description", "service_type", "is_native", "language"] {
+            if let Some(v) = fields.get(key) {
+                doc.insert(key.to_owned(), v.clone());
+            }
+        }
+        let (status, result) = if created { (StatusCode::CREATED, "created") } else { (StatusCode::OK, "updated") };
+        respond(status, json!({ "result": result, "id": id }))
+    }
+
+    fn get(&self, id: &str) -> Response<Body> {
+        match self.store().get(id) {
+            Some(doc) => ok(Value::Object(doc.clone())),
+            None => not_found(id),
+        }
+    }
+
+    fn delete(&self, id: &str) -> Response<Body> {
+        match self.store().remove(id) {
+            Some(_) => ok(json!({ "acknowledged": true })),
+            None => not_found(id),
+        }
+    }
+
+    fn update_error(&self, id: &str, body: &Bytes) -> Response<Body> {
+        let fields = match parse_object(body) {
+            Ok(fields) => fields,
+            Err(response) => return response,
+        };
+        let value = fields.get("error").cloned().unwrap_or(Value::Null);
+        let mut store = self.store();
+        let Some(doc) = store.get_mut(id) else {
+            return document_missing(id);
+        };
+        let status = match &value {
+            Value::String(s) if !s.is_empty() => "error",
+            _ => "connected",
+        };
+        let unchanged = doc.get("error") == Some(&value) && doc.get("status") == Some(&json!(status));
+        doc.insert("error".into(), value);
+        doc.insert("status".into(), json!(status));
+        ok(json!({ "result": if unchanged { "noop" } else { "updated" } }))
+    }
+}
+
+fn new_connector(id: &str) -> Map<String, Value> {
+    let mut doc = Map::new();
+    doc.insert("id".into(), json!(id));
+    for key in ["index_name", "name", "description", "service_type", "language", "error"] {
+        doc.insert(key.into(), Value::Null);
+    }
+    doc.insert("is_native".into(), json!(false));
+    doc.insert("deleted".into(), json!(false));
+    doc.insert("status".into(), json!("created"));
+    doc
+}
+
+fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Response<Body>> {
+    if body.is_empty() {
+        return Err(error(StatusCode::BAD_REQUEST, "parse_exception", "request body is required"));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(fields)) => Ok(fields),
+        Ok(_) => Err(error(StatusCode::BAD_REQUEST, "x_content_parse_exception", "expected an object")),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, "x_content_parse_exception", &e.to_string())),
+    }
+}
+
+fn cluster_info() -> Value {
+    json!({
+        "name": "esgate-dev",
+        "cluster_name": "esgate-dev",
+        "cluster_uuid": "ZXNnYXRlLWRldi0wMDAx",
+        "version": {
+            "number": "9.2.0",
+            "build_flavor": "default",
+            "build_type": "esgate-dev",
+            "lucene_version": "10.3.0",
+            "minimum_wire_compatibility_version": "8.19.0",
+            "minimum_index_compatibility_version": "8.0.0"
+        },
+        "tagline": "You Know, for Search"
+    })
+}
+
+fn ok(value: Value) -> Response<Body> {
+    respond(StatusCode::OK, value)
+}
+
+fn respond(status: StatusCode, value: Value) -> Response<Body> {
+    json_response(status, Bytes::from(value.to_string()))
+}
+
+fn error(status: StatusCode, error_type: &str, reason: &str) -> Response<Body> {
+    json_response(status, error_body(status, error_type, reason))
+}
+
+fn not_found(id: &str) -> Response<Body> {
+    error(StatusCode::NOT_FOUND, "resource_not_found_exception", &format!("connector [{id}] not found"))
+}
+
+/// Elasticsearch's answer when the connectors index exists but not the connector (§5, case 1).
+fn document_missing(id: &str) -> Response<Body> {
+    let reason = format!("[{id}]: document missing");
+    let cause = json!({
+        "type": "document_missing_exception",
+        "reason": reason,
+        "index_uuid": "ZXNnYXRlZGV2aW5kZXgx",
+        "shard": "0",
+        "index": ".elastic-connectors-v1"
+    });
+    let mut outer = cause.clone();
+    let body = json!({ "error": { "root_cause": [cause], "type": "document_missing_exception", "reason": reason,
+        "index_uuid": outer["index_uuid"].take(), "shard": outer["shard"].take(), "index": outer["index"].take() }, "status": 404 });
+    respond(StatusCode::NOT_FOUND, body)
+}
+
+fn no_handler(uri: &http::Uri, method: &Method) -> Response<Body> {
+    let body = json!({ "error": format!("no handler found for uri [{uri}] and method [{method}]") });
+    respond(StatusCode::BAD_REQUEST, body)
+}
+
+fn product(mut response: Response<Body>) -> Response<Body> {
+    let headers = response.headers_mut();
+    headers.insert(X_ELASTIC_PRODUCT, HeaderValue::from_static("Elasticsearch"));
+    headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+    response
+}
+
+/// Decodes `%XX` escapes; anything malformed is kept as written.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn decodes_escapes_and_keeps_bad_ones() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("%ZZ%4"), "%ZZ%4");
+        assert_eq!(percent_decode("%41"), "A");
+    }
+}

@@ -1,0 +1,30 @@
+//! esgate: a streaming reverse proxy for Elasticsearch.
+//!
+//! Every request passes to the upstream cluster unchanged and streamed, and every answer comes back
+//! the same way. The library holds the pieces the `esgate` binary is built from, so that they can
+//! be used in other tower stacks:
+//!
+//! * [`upstream`]: the upstream service (node pool, connections, 502/504 answers);
+//! * [`server::Gateway`]: listeners, worker threads and graceful shutdown;
+//! * [`config`]: flags, environment and file;
+//! * [`es_error`]: Elasticsearch's error envelope;
+//! * [`dev`]: the built-in development upstream.
+#![warn(missing_docs, rust_2018_idioms, missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod dev;
+pub mod es_error;
+pub mod hop;
+pub mod server;
+pub mod stack;
+pub mod upstream;
+
+/// The error type of bodies and boxed failures.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub use body::Body;
+pub use config::Config;
+pub use server::Gateway;

@@ -1,0 +1,301 @@
+//! The listeners and their runtime threads, and graceful shutdown.
+//!
+//! esgate runs one single-threaded tokio runtime per worker thread (one per core by default), each
+//! accepting from the same listening socket and driving its connections, and the upstream
+//! connections they use, to completion on that thread. A request never changes threads, which
+//! keeps its cost to the work itself: no work-stealing queue, no cross-thread wake-ups.
+//!
+//! Shutdown: the admin readiness goes false first, then every worker stops accepting, tells each
+//! connection to finish its in-flight request and close, and waits up to the grace period.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::admin::{self, Readiness};
+use crate::body::Body;
+use crate::config::{Config, NodeUrl};
+use crate::dev::DevUpstream;
+use crate::upstream::{ConnInfo, Upstream};
+
+/// Why the gateway could not start.
+#[derive(Debug)]
+pub struct StartupError(String);
+
+impl std::fmt::Display for StartupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartupError {}
+
+fn startup(what: &str, e: impl std::fmt::Display) -> StartupError {
+    StartupError(format!("{what}: {e}"))
+}
+
+/// A running gateway: its listeners, worker threads and helpers.
+#[derive(Debug)]
+pub struct Gateway {
+    listen_addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
+    upstream: Upstream,
+    readiness: Readiness,
+    shutdown: watch::Sender<bool>,
+    workers: Vec<JoinHandle<()>>,
+    /// Stopped after the workers, so that `/readyz` answers "draining" while they drain.
+    aux_shutdown: watch::Sender<bool>,
+    aux: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds every listener, starts the development upstream when asked, and starts serving.
+    ///
+    /// # Errors
+    /// A listener that cannot be bound, or a thread or runtime that cannot be created.
+    pub fn start(mut config: Config) -> Result<Gateway, StartupError> {
+        let listener = bind(config.server.listen, "server.listen")?;
+        let listen_addr = listener.local_addr().map_err(|e| startup("server.listen", e))?;
+        let admin = config.server.admin_listen.map(|addr| bind(addr, "server.admin_listen")).transpose()?;
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let dev = if config.upstream.dev {
+            let dev = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "upstream.dev")?;
+            let addr = dev.local_addr().map_err(|e| startup("upstream.dev", e))?;
+            config.upstream.nodes = vec![NodeUrl { host: addr.ip().to_string(), port: addr.port() }];
+            Some(dev)
+        } else {
+            None
+        };
+
+        let upstream = Upstream::new(&config);
+        let readiness = Readiness::new();
+        let (shutdown, _) = watch::channel(false);
+        let (aux_shutdown, _) = watch::channel(false);
+        let aux = if admin.is_some() || dev.is_some() {
+            let (readiness, rx) = (readiness.clone(), aux_shutdown.subscribe());
+            Some(spawn_thread("esgate-aux", move || run_aux(admin, dev, readiness, rx))?)
+        } else {
+            None
+        };
+
+        let http = Arc::new(http_builder(&config));
+        let workers = match config.server.workers {
+            0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            n => n,
+        };
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let listener = listener.try_clone().map_err(|e| startup("server.listen", e))?;
+            let ctx = Worker {
+                http: http.clone(),
+                upstream: upstream.clone(),
+                shutdown: shutdown.subscribe(),
+                grace: config.server.shutdown_grace,
+            };
+            handles.push(spawn_thread(&format!("esgate-worker-{i}"), move || ctx.run(listener))?);
+        }
+        tracing::info!(
+            listen = %listen_addr,
+            admin = %admin_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+            upstream = %config.upstream.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
+            dev = config.upstream.dev,
+            workers,
+            "esgate started"
+        );
+        Ok(Gateway { listen_addr, admin_addr, upstream, readiness, shutdown, workers: handles, aux_shutdown, aux })
+    }
+
+    /// The address clients connect to (the bound port when `server.listen` had port 0).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen_addr
+    }
+
+    /// The admin listener's address, if any.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The upstream (nodes and their health).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the grace period, and returns
+    /// when every worker has stopped. Blocks the calling thread.
+    pub fn shutdown(mut self) {
+        self.readiness.set_draining();
+        let _ = self.shutdown.send(true);
+        for worker in self.workers.drain(..) {
+            let _ = worker.join();
+        }
+        let _ = self.aux_shutdown.send(true);
+        if let Some(aux) = self.aux.take() {
+            let _ = aux.join();
+        }
+        tracing::info!("esgate stopped");
+    }
+}
+
+impl Drop for Gateway {
+    /// A gateway dropped without [`Gateway::shutdown`] stops in the background.
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.aux_shutdown.send(true);
+    }
+}
+
+fn bind(addr: SocketAddr, key: &str) -> Result<StdListener, StartupError> {
+    let listener = StdListener::bind(addr).map_err(|e| startup(key, format!("cannot listen on {addr}: {e}")))?;
+    listener.set_nonblocking(true).map_err(|e| startup(key, e))?;
+    Ok(listener)
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
+    std::thread::Builder::new().name(name.to_owned()).spawn(f).map_err(|e| startup("thread", e))
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+fn http_builder(config: &Config) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    let header_timeout = config.server.header_read_timeout;
+    http.timer(TokioTimer::new())
+        .header_read_timeout((!header_timeout.is_zero()).then_some(header_timeout))
+        .max_header_size(config.server.max_header_size)
+        .keep_alive(true)
+        // Answers pass through as the node wrote them; Elasticsearch sends no Date header.
+        .auto_date_header(false)
+        .preserve_header_case(config.upstream.preserve_header_case);
+    http
+}
+
+/// What one worker thread needs.
+struct Worker {
+    http: Arc<http1::Builder>,
+    upstream: Upstream,
+    shutdown: watch::Receiver<bool>,
+    grace: Duration,
+}
+
+impl Worker {
+    fn run(mut self, listener: StdListener) {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => return tracing::error!(error = %e, "cannot start a worker runtime"),
+        };
+        rt.block_on(async move {
+            let listener = match TcpListener::from_std(listener) {
+                Ok(l) => l,
+                Err(e) => return tracing::error!(error = %e, "cannot register the listener"),
+            };
+            let graceful = GracefulShutdown::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((tcp, peer)) => {
+                            let _ = tcp.set_nodelay(true);
+                            let service = crate::stack::service(&self.upstream, ConnInfo { peer, scheme: "http" });
+                            let conn = self.http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+                            let conn = graceful.watch(conn);
+                            tokio::spawn(async move {
+                                if let Err(e) = conn.await {
+                                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                                }
+                            });
+                        }
+                        Err(e) => accept_error(e).await,
+                    },
+                    _ = self.shutdown.changed() => break,
+                }
+            }
+            drop(listener);
+            drain(graceful, self.grace).await;
+        });
+    }
+}
+
+/// Accept errors are mostly resource exhaustion (EMFILE): log, pause briefly so the loop does
+/// not spin, and go on.
+async fn accept_error(e: std::io::Error) {
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn drain(graceful: GracefulShutdown, grace: Duration) {
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(connections = open, grace = ?grace, "draining");
+    }
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace = ?grace, "grace period over; closing the remaining connections");
+    }
+}
+
+/// Serves `service` on every connection accepted from `listener` until `shutdown` changes.
+async fn serve_simple<F, Fut>(listener: StdListener, mut shutdown: watch::Receiver<bool>, handle: F)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
+{
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => return tracing::error!(error = %e, "cannot register a listener"),
+    };
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    // Elasticsearch sends no Date header; neither do esgate's own listeners.
+    http.auto_date_header(false);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    let conn = http.serve_connection(TokioIo::new(tcp), hyper::service::service_fn(handle.clone()));
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move { let _ = conn.await; });
+                }
+                Err(e) => accept_error(e).await,
+            },
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+}
+
+/// The helper thread: admin endpoints and the development upstream.
+fn run_aux(admin: Option<StdListener>, dev: Option<StdListener>, readiness: Readiness, shutdown: watch::Receiver<bool>) {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return tracing::error!(error = %e, "cannot start the helper runtime"),
+    };
+    rt.block_on(async move {
+        let admin = admin.map(|l| {
+            let readiness = readiness.clone();
+            tokio::spawn(serve_simple(l, shutdown.clone(), move |req| admin::handle(readiness.clone(), req)))
+        });
+        let dev = dev.map(|l| {
+            let upstream = DevUpstream::new();
+            tokio::spawn(serve_simple(l, shutdown.clone(), move |req| {
+                let upstream = upstream.clone();
+                async move { upstream.handle(req).await }
+            }))
+        });
+        for task in [admin, dev].into_iter().flatten() {
+            let _ = task.await;
+        }
+    });
+}
