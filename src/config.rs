@@ -235,7 +235,11 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, origin: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { key: key.into(), origin: origin.into(), message: message.into() }
+        Self {
+            key: key.into(),
+            origin: origin.into(),
+            message: message.into(),
+        }
     }
 
     /// The dotted key of the offending setting (`server.listen`), or the file for file errors.
@@ -246,7 +250,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: `{}` ({}): {}", self.key, self.origin, self.message)
+        write!(
+            f,
+            "invalid configuration: `{}` ({}): {}",
+            self.key, self.origin, self.message
+        )
     }
 }
 
@@ -292,9 +300,12 @@ struct Sources {
 impl Sources {
     fn get(&mut self, setting: Setting, id: &str) -> Option<Value> {
         // Always take the file's value, so that a key overridden by a flag is not "unknown".
-        let from_file = self.from_file(setting);
+        let from_file = self.take_file(setting);
         match self.matches.get_one::<String>(id) {
-            Some(v) => Some(Value { raw: Raw::Text(v.clone()), origin: self.origin(setting, id) }),
+            Some(v) => Some(Value {
+                raw: Raw::Text(v.clone()),
+                origin: self.origin(setting, id),
+            }),
             None => from_file,
         }
     }
@@ -306,11 +317,14 @@ impl Sources {
         }
     }
 
-    fn from_file(&mut self, setting: Setting) -> Option<Value> {
+    fn take_file(&mut self, setting: Setting) -> Option<Value> {
         let (section, name) = setting.key.split_once('.')?;
         let table = self.file.get_mut(section)?.as_table_mut()?;
         let raw = table.remove(name)?;
-        Some(Value { raw: Raw::Toml(raw), origin: format!("from {}", self.file_name) })
+        Some(Value {
+            raw: Raw::Toml(raw),
+            origin: format!("from {}", self.file_name),
+        })
     }
 
     /// Keys left in the file after every setting took its own are unknown.
@@ -357,7 +371,11 @@ impl Config {
             Some(path) => (read_file(path)?, path.display().to_string()),
             None => (toml::Table::new(), String::new()),
         };
-        let config = Self::from_sources(Sources { matches, file, file_name })?;
+        let config = Self::from_sources(Sources {
+            matches,
+            file,
+            file_name,
+        })?;
         Ok((cli, config))
     }
 
@@ -367,38 +385,64 @@ impl Config {
                 Some(v) => parse_addr(&v, LISTEN)?,
                 None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             },
-            admin_listen: src.get(ADMIN_LISTEN, "admin_listen").map(|v| parse_addr(&v, ADMIN_LISTEN)).transpose()?,
+            admin_listen: src
+                .get(ADMIN_LISTEN, "admin_listen")
+                .map(|v| parse_addr(&v, ADMIN_LISTEN))
+                .transpose()?,
             workers: opt(src.get(WORKERS, "workers"), WORKERS, parse_count)?.unwrap_or(0),
-            header_read_timeout: duration(&mut src, HEADER_READ_TIMEOUT, "header_read_timeout", Duration::from_secs(30))?,
+            header_read_timeout: duration(
+                &mut src,
+                HEADER_READ_TIMEOUT,
+                "header_read_timeout",
+                Duration::from_secs(30),
+            )?,
             max_header_size: opt(src.get(MAX_HEADER_SIZE, "max_header_size"), MAX_HEADER_SIZE, parse_size)?
                 .unwrap_or(64 * 1024),
             shutdown_grace: duration(&mut src, SHUTDOWN_GRACE, "shutdown_grace", Duration::from_secs(30))?,
             forwarded_headers: flag(&mut src, FORWARDED_HEADERS, "forwarded_headers")?,
         };
-        let nodes_from_file = src.from_file(NODES);
+        let nodes_from_file = src.take_file(NODES);
         let nodes_value = match src.matches.get_many::<String>("upstream") {
             Some(values) => Some(Value {
-                raw: Raw::Toml(toml::Value::Array(values.map(|s| toml::Value::String(s.clone())).collect())),
+                raw: Raw::Toml(toml::Value::Array(
+                    values.map(|s| toml::Value::String(s.clone())).collect(),
+                )),
                 origin: src.origin(NODES, "upstream"),
             }),
             None => nodes_from_file,
         };
         let nodes = match nodes_value {
             Some(v) => parse_nodes(&v)?,
-            None => vec![NodeUrl { host: "127.0.0.1".into(), port: 9200 }],
+            None => vec![NodeUrl {
+                host: "127.0.0.1".into(),
+                port: 9200,
+            }],
         };
-        let response_timeout =
-            duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::from_secs(120))?;
+        let response_timeout = duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::from_secs(120))?;
         let upstream = UpstreamConfig {
             nodes,
             dev: flag(&mut src, DEV, "dev")?,
             connect_timeout: duration(&mut src, CONNECT_TIMEOUT, "connect_timeout", Duration::from_secs(5))?,
             response_timeout: (!response_timeout.is_zero()).then_some(response_timeout),
-            pool_idle_timeout: duration(&mut src, POOL_IDLE_TIMEOUT, "pool_idle_timeout", Duration::from_secs(50))?,
-            pool_max_idle_per_node: opt(src.get(POOL_MAX_IDLE, "pool_max_idle_per_node"), POOL_MAX_IDLE, parse_count)?
-                .unwrap_or(32),
+            pool_idle_timeout: duration(
+                &mut src,
+                POOL_IDLE_TIMEOUT,
+                "pool_idle_timeout",
+                Duration::from_secs(50),
+            )?,
+            pool_max_idle_per_node: opt(
+                src.get(POOL_MAX_IDLE, "pool_max_idle_per_node"),
+                POOL_MAX_IDLE,
+                parse_count,
+            )?
+            .unwrap_or(32),
             dead_node_backoff: duration(&mut src, DEAD_BACKOFF, "dead_node_backoff", Duration::from_secs(1))?,
-            max_dead_node_backoff: duration(&mut src, MAX_DEAD_BACKOFF, "max_dead_node_backoff", Duration::from_secs(30))?,
+            max_dead_node_backoff: duration(
+                &mut src,
+                MAX_DEAD_BACKOFF,
+                "max_dead_node_backoff",
+                Duration::from_secs(30),
+            )?,
             rewrite_host: flag(&mut src, REWRITE_HOST, "rewrite_host")?,
             preserve_header_case: flag(&mut src, PRESERVE_CASE, "preserve_header_case")?,
         };
@@ -437,10 +481,18 @@ impl Config {
             ));
         }
         if self.server.max_header_size < 1024 {
-            return Err(ConfigError::new(MAX_HEADER_SIZE.key, "checked", "must be at least 1KiB"));
+            return Err(ConfigError::new(
+                MAX_HEADER_SIZE.key,
+                "checked",
+                "must be at least 1KiB",
+            ));
         }
         if u.connect_timeout.is_zero() {
-            return Err(ConfigError::new(CONNECT_TIMEOUT.key, "checked", "must be longer than 0"));
+            return Err(ConfigError::new(
+                CONNECT_TIMEOUT.key,
+                "checked",
+                "must be longer than 0",
+            ));
         }
         Ok(())
     }
@@ -508,7 +560,8 @@ fn parse_count(v: &Value, setting: Setting) -> Result<usize, ConfigError> {
         Raw::Toml(toml::Value::Integer(i)) => usize::try_from(*i).ok(),
         _ => v.text(setting)?.parse().ok(),
     };
-    n.filter(|n| *n <= 4096).ok_or_else(|| v.err(setting, "expected a whole number from 0 to 4096"))
+    n.filter(|n| *n <= 4096)
+        .ok_or_else(|| v.err(setting, "expected a whole number from 0 to 4096"))
 }
 
 fn parse_size(v: &Value, setting: Setting) -> Result<usize, ConfigError> {
@@ -562,7 +615,10 @@ pub fn parse_node_url(url: &str) -> Result<NodeUrl, &'static str> {
     if host.is_empty() {
         return Err("the URL names no host");
     }
-    Ok(NodeUrl { host: host.to_owned(), port: authority.port_u16().unwrap_or(80) })
+    Ok(NodeUrl {
+        host: host.to_owned(),
+        port: authority.port_u16().unwrap_or(80),
+    })
 }
 
 /// Parses `0`, `250ms`, `30s`, `5m`, `1h`.
@@ -617,7 +673,13 @@ mod tests {
     fn defaults() {
         let c = load(&[]).expect("defaults are valid");
         assert_eq!(c.server.listen, "127.0.0.1:8080".parse().expect("addr"));
-        assert_eq!(c.upstream.nodes, vec![NodeUrl { host: "127.0.0.1".into(), port: 9200 }]);
+        assert_eq!(
+            c.upstream.nodes,
+            vec![NodeUrl {
+                host: "127.0.0.1".into(),
+                port: 9200
+            }]
+        );
         assert_eq!(c.upstream.response_timeout, Some(Duration::from_secs(120)));
         assert!(!c.upstream.dev);
     }
@@ -647,12 +709,18 @@ mod tests {
         let e = invalid(&["--listen", "nowhere"]);
         assert_eq!(e.key(), "server.listen");
         assert!(e.to_string().contains("from --listen"), "{e}");
-        assert_eq!(invalid(&["--connect-timeout=5 parsecs"]).key(), "upstream.connect_timeout");
+        assert_eq!(
+            invalid(&["--connect-timeout=5 parsecs"]).key(),
+            "upstream.connect_timeout"
+        );
         assert_eq!(invalid(&["--upstream=ftp://x"]).key(), "upstream.nodes");
         assert_eq!(invalid(&["--upstream=http://x/prefix"]).key(), "upstream.nodes");
         assert_eq!(invalid(&["--dev=maybe"]).key(), "upstream.dev");
         assert_eq!(invalid(&["--log-format=xml"]).key(), "log.format");
-        assert_eq!(invalid(&["--dead-node-backoff=1m"]).key(), "upstream.max_dead_node_backoff");
+        assert_eq!(
+            invalid(&["--dead-node-backoff=1m"]).key(),
+            "upstream.max_dead_node_backoff"
+        );
     }
 
     fn with_file(text: &str, args: &[&str]) -> Result<Config, LoadError> {
@@ -714,8 +782,8 @@ mod tests {
         let table: toml::Table = text.parse().expect("example parses");
         for s in SETTINGS {
             let (section, name) = s.key.split_once('.').expect("dotted");
-            let in_file = table.get(section).and_then(|t| t.get(name)).is_some()
-                || text.contains(&format!("# {name} = "));
+            let in_file =
+                table.get(section).and_then(|t| t.get(name)).is_some() || text.contains(&format!("# {name} = "));
             assert!(in_file, "config/esgate.toml does not mention {}", s.key);
         }
     }

@@ -52,7 +52,11 @@ impl DevUpstream {
         let body = match Limited::new(body, MAX_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
-                return Ok(product(error(StatusCode::BAD_REQUEST, "parse_exception", &format!("could not read the body: {e}"))))
+                return Ok(product(error(
+                    StatusCode::BAD_REQUEST,
+                    "parse_exception",
+                    &format!("could not read the body: {e}"),
+                )))
             }
         };
         let raw_path = parts.uri.path();
@@ -93,17 +97,28 @@ impl DevUpstream {
     fn put(&self, id: &str, body: &Bytes) -> Response<Body> {
         let fields = match parse_object(body) {
             Ok(fields) => fields,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let mut store = self.store();
         let created = !store.contains_key(id);
         let doc = store.entry(id.to_owned()).or_insert_with(|| new_connector(id));
-        for key in ["index_name", "name", "description", "service_type", "is_native", "language"] {
+        for key in [
+            "index_name",
+            "name",
+            "description",
+            "service_type",
+            "is_native",
+            "language",
+        ] {
             if let Some(v) = fields.get(key) {
                 doc.insert(key.to_owned(), v.clone());
             }
         }
-        let (status, result) = if created { (StatusCode::CREATED, "created") } else { (StatusCode::OK, "updated") };
+        let (status, result) = if created {
+            (StatusCode::CREATED, "created")
+        } else {
+            (StatusCode::OK, "updated")
+        };
         respond(status, json!({ "result": result, "id": id }))
     }
 
@@ -124,7 +139,7 @@ impl DevUpstream {
     fn update_error(&self, id: &str, body: &Bytes) -> Response<Body> {
         let fields = match parse_object(body) {
             Ok(fields) => fields,
-            Err(response) => return response,
+            Err(response) => return *response,
         };
         let value = fields.get("error").cloned().unwrap_or(Value::Null);
         let mut store = self.store();
@@ -154,14 +169,16 @@ fn new_connector(id: &str) -> Map<String, Value> {
     doc
 }
 
-fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Response<Body>> {
+/// The body as a JSON object, or the 400 answer (type and reason) for a body that is not one.
+fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Box<Response<Body>>> {
+    let bad = |error_type: &str, reason: &str| Box::new(error(StatusCode::BAD_REQUEST, error_type, reason));
     if body.is_empty() {
-        return Err(error(StatusCode::BAD_REQUEST, "parse_exception", "request body is required"));
+        return Err(bad("parse_exception", "request body is required"));
     }
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(fields)) => Ok(fields),
-        Ok(_) => Err(error(StatusCode::BAD_REQUEST, "x_content_parse_exception", "expected an object")),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, "x_content_parse_exception", &e.to_string())),
+        Ok(_) => Err(bad("x_content_parse_exception", "expected an object")),
+        Err(e) => Err(bad("x_content_parse_exception", &e.to_string())),
     }
 }
 
@@ -195,7 +212,11 @@ fn error(status: StatusCode, error_type: &str, reason: &str) -> Response<Body> {
 }
 
 fn not_found(id: &str) -> Response<Body> {
-    error(StatusCode::NOT_FOUND, "resource_not_found_exception", &format!("connector [{id}] not found"))
+    error(
+        StatusCode::NOT_FOUND,
+        "resource_not_found_exception",
+        &format!("connector [{id}] not found"),
+    )
 }
 
 /// Elasticsearch's answer when the connectors index exists but not the connector (§5, case 1).
@@ -222,7 +243,9 @@ fn no_handler(uri: &http::Uri, method: &Method) -> Response<Body> {
 fn product(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.insert(X_ELASTIC_PRODUCT, HeaderValue::from_static("Elasticsearch"));
-    headers.entry(CONTENT_TYPE).or_insert(HeaderValue::from_static("application/json"));
+    headers
+        .entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("application/json"));
     response
 }
 

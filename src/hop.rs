@@ -1,27 +1,32 @@
 //! Hop-by-hop header removal (RFC 9110 §7.6.1).
 //!
 //! A proxy must not forward the headers that describe one connection: `Connection` and every header
-//! it names, plus the fixed list below. Everything else is end-to-end and passes unchanged, in order.
+//! it names, plus `Keep-Alive`, `Proxy-Connection`, `TE`, `Transfer-Encoding` and `Upgrade`.
+//! Everything else is end-to-end and passes unchanged, in order.
+//!
+//! `Trailer` is end-to-end (RFC 9110 §6.6.2 and the list in §7.6.1 leave it out) and is kept on
+//! purpose: it declares the trailer fields of a chunked body, and hyper writes only the declared
+//! ones, so removing it would silently drop every trailer.
 
-use http::header::{HeaderMap, HeaderName, CONNECTION, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::header::{HeaderMap, HeaderName, CONNECTION, TE, TRANSFER_ENCODING, UPGRADE};
 
 /// The fixed hop-by-hop names; `Connection` may name more.
-const FIXED: [HeaderName; 7] = [
+const FIXED: [HeaderName; 6] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
     TE,
-    TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
 ];
 
 /// Removes every hop-by-hop header from `headers`, keeping the order of the others.
 ///
-/// The common case (none present) costs seven hash lookups and no allocation. Otherwise the map
-/// is rebuilt, because `HeaderMap::remove` moves the last header into the removed one's place.
+/// The common case (none present) is one pass over the names, comparing without hashing, and no
+/// allocation. Otherwise the map is rebuilt, because `HeaderMap::remove` moves the last header
+/// into the removed one's place.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !FIXED.iter().any(|name| headers.contains_key(name)) {
+    if !headers.keys().any(|name| FIXED.contains(name)) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -77,7 +82,10 @@ mod tests {
         ]);
         strip_hop_by_hop(&mut h);
         let kept: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?"))).collect();
-        assert_eq!(kept, [("host", "es"), ("authorization", "ApiKey abc"), ("x-opaque-id", "42")]);
+        assert_eq!(
+            kept,
+            [("host", "es"), ("authorization", "ApiKey abc"), ("x-opaque-id", "42")]
+        );
     }
 
     #[test]

@@ -68,12 +68,19 @@ impl Gateway {
     pub fn start(mut config: Config) -> Result<Gateway, StartupError> {
         let listener = bind(config.server.listen, "server.listen")?;
         let listen_addr = listener.local_addr().map_err(|e| startup("server.listen", e))?;
-        let admin = config.server.admin_listen.map(|addr| bind(addr, "server.admin_listen")).transpose()?;
+        let admin = config
+            .server
+            .admin_listen
+            .map(|addr| bind(addr, "server.admin_listen"))
+            .transpose()?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let dev = if config.upstream.dev {
             let dev = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "upstream.dev")?;
             let addr = dev.local_addr().map_err(|e| startup("upstream.dev", e))?;
-            config.upstream.nodes = vec![NodeUrl { host: addr.ip().to_string(), port: addr.port() }];
+            config.upstream.nodes = vec![NodeUrl {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            }];
             Some(dev)
         } else {
             None
@@ -114,7 +121,16 @@ impl Gateway {
             workers,
             "esgate started"
         );
-        Ok(Gateway { listen_addr, admin_addr, upstream, readiness, shutdown, workers: handles, aux_shutdown, aux })
+        Ok(Gateway {
+            listen_addr,
+            admin_addr,
+            upstream,
+            readiness,
+            shutdown,
+            workers: handles,
+            aux_shutdown,
+            aux,
+        })
     }
 
     /// The address clients connect to (the bound port when `server.listen` had port 0).
@@ -163,7 +179,10 @@ fn bind(addr: SocketAddr, key: &str) -> Result<StdListener, StartupError> {
 }
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
-    std::thread::Builder::new().name(name.to_owned()).spawn(f).map_err(|e| startup("thread", e))
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| startup("thread", e))
 }
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -277,7 +296,12 @@ where
 }
 
 /// The helper thread: admin endpoints and the development upstream.
-fn run_aux(admin: Option<StdListener>, dev: Option<StdListener>, readiness: Readiness, shutdown: watch::Receiver<bool>) {
+fn run_aux(
+    admin: Option<StdListener>,
+    dev: Option<StdListener>,
+    readiness: Readiness,
+    shutdown: watch::Receiver<bool>,
+) {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return tracing::error!(error = %e, "cannot start the helper runtime"),
@@ -285,7 +309,9 @@ fn run_aux(admin: Option<StdListener>, dev: Option<StdListener>, readiness: Read
     rt.block_on(async move {
         let admin = admin.map(|l| {
             let readiness = readiness.clone();
-            tokio::spawn(serve_simple(l, shutdown.clone(), move |req| admin::handle(readiness.clone(), req)))
+            tokio::spawn(serve_simple(l, shutdown.clone(), move |req| {
+                admin::handle(readiness.clone(), req)
+            }))
         });
         let dev = dev.map(|l| {
             let upstream = DevUpstream::new();

@@ -27,7 +27,10 @@ fn a_bad_flag_value_stops_start_up_naming_the_key() {
 fn a_bad_environment_value_names_the_variable() {
     let (code, err) = run_expecting_failure(&[], &[("ESGATE_RESPONSE_TIMEOUT", "soon")]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("upstream.response_timeout") && err.contains("ESGATE_RESPONSE_TIMEOUT"), "{err}");
+    assert!(
+        err.contains("upstream.response_timeout") && err.contains("ESGATE_RESPONSE_TIMEOUT"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -42,14 +45,21 @@ fn a_bad_file_value_and_an_unknown_key_are_named() {
     std::fs::write(&file, "[server]\nlisten_adress = \"127.0.0.1:1\"\n").expect("write");
     let (code, err) = run_expecting_failure(&["--config", &file.display().to_string()], &[]);
     assert_eq!(code, Some(2));
-    assert!(err.contains("server.listen_adress") && err.contains("unknown key"), "{err}");
+    assert!(
+        err.contains("server.listen_adress") && err.contains("unknown key"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn the_example_config_file_is_valid() {
     let out = Command::new(env!("CARGO_BIN_EXE_esgate"))
-        .args(["--check-config", "--config", concat!(env!("CARGO_MANIFEST_DIR"), "/config/esgate.toml")])
+        .args([
+            "--check-config",
+            "--config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/esgate.toml"),
+        ])
         .output()
         .expect("run");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -58,9 +68,15 @@ fn the_example_config_file_is_valid() {
 #[tokio::test]
 async fn flags_win_over_the_environment() {
     let up = Upstream::ok().await;
-    let bin = Binary::start(&[&format!("--upstream={}", up.url())], &[("ESGATE_UPSTREAM", "http://127.0.0.1:1")]);
+    let bin = Binary::start(
+        &[&format!("--upstream={}", up.url())],
+        &[("ESGATE_UPSTREAM", "http://127.0.0.1:1")],
+    );
     let mut client = Client::connect(bin.addr).await;
-    assert_eq!(client.exchange("GET", &request("GET", "/", &[], b"")).await.status(), 200);
+    assert_eq!(
+        client.exchange("GET", &request("GET", "/", &[], b"")).await.status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -70,33 +86,84 @@ async fn dev_upstream_serves_connectors() {
     let info = client.exchange("GET", &request("GET", "/", &[], b"")).await;
     assert_eq!(info.status(), 200);
     assert_eq!(info.header("x-elastic-product"), Some("Elasticsearch"));
-    assert_eq!(info.json()["version"]["number"].as_str().map(|v| v.starts_with("9.")), Some(true));
+    assert_eq!(
+        info.json()["version"]["number"].as_str().map(|v| v.starts_with("9.")),
+        Some(true)
+    );
 
     let json = [("content-type", "application/json")];
-    let missing = client.exchange("PUT", &request("PUT", "/_connector/c1/_error", &json, b"{\"error\":\"x\"}")).await;
+    let missing = client
+        .exchange(
+            "PUT",
+            &request("PUT", "/_connector/c1/_error", &json, b"{\"error\":\"x\"}"),
+        )
+        .await;
     assert_eq!(missing.status(), 404);
     assert_eq!(missing.json()["error"]["type"], "document_missing_exception");
 
-    let put = client.exchange("PUT", &request("PUT", "/_connector/c1", &json, b"{\"index_name\":\"i\",\"name\":\"n\"}")).await;
+    let put = client
+        .exchange(
+            "PUT",
+            &request("PUT", "/_connector/c1", &json, b"{\"index_name\":\"i\",\"name\":\"n\"}"),
+        )
+        .await;
     assert_eq!(put.json()["result"], "created");
-    let err = client.exchange("PUT", &request("PUT", "/_connector/c1/_error", &json, b"{\"error\":\"db down\"}")).await;
+    let err = client
+        .exchange(
+            "PUT",
+            &request("PUT", "/_connector/c1/_error", &json, b"{\"error\":\"db down\"}"),
+        )
+        .await;
     assert_eq!((err.status(), err.json()["result"].clone()), (200, "updated".into()));
-    let got = client.exchange("GET", &request("GET", "/_connector/c1", &[], b"")).await.json();
-    assert_eq!((got["status"].clone(), got["error"].clone()), ("error".into(), "db down".into()));
-    client.exchange("PUT", &request("PUT", "/_connector/c1/_error", &json, b"{\"error\":null}")).await;
-    let got = client.exchange("GET", &request("GET", "/_connector/c1", &[], b"")).await.json();
+    let got = client
+        .exchange("GET", &request("GET", "/_connector/c1", &[], b""))
+        .await
+        .json();
+    assert_eq!(
+        (got["status"].clone(), got["error"].clone()),
+        ("error".into(), "db down".into())
+    );
+    client
+        .exchange(
+            "PUT",
+            &request("PUT", "/_connector/c1/_error", &json, b"{\"error\":null}"),
+        )
+        .await;
+    let got = client
+        .exchange("GET", &request("GET", "/_connector/c1", &[], b""))
+        .await
+        .json();
     assert_eq!(got["status"], "connected");
-    let list = client.exchange("GET", &request("GET", "/_connector", &[], b"")).await.json();
+    let list = client
+        .exchange("GET", &request("GET", "/_connector", &[], b""))
+        .await
+        .json();
     assert_eq!(list["count"], 1);
-    let del = client.exchange("DELETE", &request("DELETE", "/_connector/c1", &[], b"")).await;
+    let del = client
+        .exchange("DELETE", &request("DELETE", "/_connector/c1", &[], b""))
+        .await;
     assert_eq!(del.json()["acknowledged"], true);
-    let gone = client.exchange("GET", &request("GET", "/_connector/c1", &[], b"")).await;
+    let gone = client
+        .exchange("GET", &request("GET", "/_connector/c1", &[], b""))
+        .await;
     assert_eq!(gone.json()["error"]["type"], "resource_not_found_exception");
 
     let admin = bin.admin.expect("admin listener");
     let mut admin_client = Client::connect(admin).await;
-    assert_eq!(admin_client.exchange("GET", &request("GET", "/healthz", &[], b"")).await.status(), 200);
-    assert_eq!(admin_client.exchange("GET", &request("GET", "/readyz", &[], b"")).await.status(), 200);
+    assert_eq!(
+        admin_client
+            .exchange("GET", &request("GET", "/healthz", &[], b""))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        admin_client
+            .exchange("GET", &request("GET", "/readyz", &[], b""))
+            .await
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -108,22 +175,39 @@ async fn sigterm_lets_a_slow_response_finish_then_exits_zero() {
         None => Reply::ok("{}"),
     })
     .await;
-    let bin = Binary::start(&[&format!("--upstream={}", up.url()), "--admin-listen=127.0.0.1:0"], &[]);
+    let bin = Binary::start(
+        &[&format!("--upstream={}", up.url()), "--admin-listen=127.0.0.1:0"],
+        &[],
+    );
     let mut client = Client::connect(bin.addr).await;
     client.send(&request("GET", "/_slow", &[], b"")).await;
     up.next().await;
     tx.send(b"01234".to_vec()).expect("first half");
-    let mut head = within("the head", client.reader.head()).await.expect("read").expect("head");
+    let mut head = within("the head", client.reader.head())
+        .await
+        .expect("read")
+        .expect("head");
     assert_eq!(head.status(), 200);
 
     bin.terminate();
     bin.wait_log("signal received");
     // Readiness goes false first, so load balancers stop sending.
     let mut admin = Client::connect(bin.admin.expect("admin")).await;
-    assert_eq!(admin.exchange("GET", &request("GET", "/readyz", &[], b"")).await.status(), 503);
+    assert_eq!(
+        admin
+            .exchange("GET", &request("GET", "/readyz", &[], b""))
+            .await
+            .status(),
+        503
+    );
     tx.send(b"56789".to_vec()).expect("second half");
     drop(tx);
-    within("the rest of the body", client.reader.body(&mut head, false, false)).await.expect("body");
+    within("the rest of the body", client.reader.body(&mut head, false, false))
+        .await
+        .expect("body");
     assert_eq!(head.body, b"0123456789");
-    assert_eq!(tokio::task::spawn_blocking(move || bin.wait()).await.expect("join"), Some(0));
+    assert_eq!(
+        tokio::task::spawn_blocking(move || bin.wait()).await.expect("join"),
+        Some(0)
+    );
 }

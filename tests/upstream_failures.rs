@@ -20,7 +20,11 @@ fn assert_es_error(resp: &common::Message, status: u16, error_type: &str) {
     assert_eq!(v["error"]["type"], error_type);
     assert_eq!(v["error"]["root_cause"][0]["type"], error_type);
     assert!(v["error"]["reason"].as_str().is_some_and(|r| !r.is_empty()));
-    assert_eq!(resp.header("x-elastic-product"), None, "esgate does not pretend to be Elasticsearch here");
+    assert_eq!(
+        resp.header("x-elastic-product"),
+        None,
+        "esgate does not pretend to be Elasticsearch here"
+    );
 }
 
 #[tokio::test]
@@ -40,7 +44,9 @@ async fn silent_upstream_gives_504_after_the_response_timeout() {
     let mut up = Upstream::start(|_| Reply::Hang).await;
     let gw = gateway(&[&up], &["--response-timeout=300ms"]);
     let mut client = Client::connect(gw.listen_addr()).await;
-    let resp = client.exchange("POST", &request("POST", "/idx/_search", &[], b"{}")).await;
+    let resp = client
+        .exchange("POST", &request("POST", "/idx/_search", &[], b"{}"))
+        .await;
     assert_es_error(&resp, 504, "esgate_gateway_timeout_exception");
     assert_eq!(up.next().await.msg.body, b"{}", "the request did reach the node");
 }
@@ -54,7 +60,9 @@ async fn connection_closed_before_a_response_gives_502_without_retry() {
     // Round-robin may start at either node; send until the closing node has been hit once.
     let mut saw_502 = false;
     for _ in 0..2 {
-        let resp = client.exchange("POST", &request("POST", "/idx/_doc", &[], b"{\"a\":1}")).await;
+        let resp = client
+            .exchange("POST", &request("POST", "/idx/_doc", &[], b"{\"a\":1}"))
+            .await;
         if resp.status() == 502 {
             assert_es_error(&resp, 502, "esgate_bad_gateway_exception");
             saw_502 = true;
@@ -97,7 +105,10 @@ async fn a_node_that_comes_back_is_used_again() {
     drop(listener);
     let gw = esgate::Gateway::start(common::config(&[&format!("--upstream=http://{addr}")])).expect("start");
     let mut client = Client::connect(gw.listen_addr()).await;
-    assert_eq!(client.exchange("GET", &request("GET", "/", &[], b"")).await.status(), 502);
+    assert_eq!(
+        client.exchange("GET", &request("GET", "/", &[], b"")).await.status(),
+        502
+    );
     // The only node is dead; when every node is dead the soonest back is tried anyway.
     let tokio_listener = tokio::net::TcpListener::bind(addr).await.expect("rebind the same port");
     tokio::spawn(async move {
@@ -105,7 +116,10 @@ async fn a_node_that_comes_back_is_used_again() {
             let mut reader = common::Reader::new(tcp);
             while let Ok(Some(_)) = reader.request().await {
                 use tokio::io::AsyncWriteExt;
-                let _ = reader.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
             }
         }
     });
@@ -122,7 +136,10 @@ async fn an_upstream_that_closed_an_idle_connection_is_reconnected_transparently
     let gw = gateway(&[&up], &[]);
     let mut client = Client::connect(gw.listen_addr()).await;
     for _ in 0..3 {
-        assert_eq!(client.exchange("GET", &request("GET", "/", &[], b"")).await.status(), 200);
+        assert_eq!(
+            client.exchange("GET", &request("GET", "/", &[], b"")).await.status(),
+            200
+        );
         up.next().await;
     }
     assert_eq!(up.connections(), 3);

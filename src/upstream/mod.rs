@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, EXPECT, HOST};
+use http::header::{HeaderValue, EXPECT, HOST, TE};
 use http::{Request, Response, Uri, Version};
 use hyper::client::conn::http1::Builder;
 use tokio::sync::oneshot;
@@ -214,12 +214,28 @@ fn prepare_request(parts: &mut http::request::Parts, shared: &Shared, info: &Con
     }
     // HTTP/1.1 upstream whatever the client spoke: keeps the upstream connection reusable.
     parts.version = Version::HTTP_11;
+    // `TE: trailers` says the client takes trailer fields; esgate passes them, so the next hop may
+    // send them too. Any other TE value concerns only the client's own connection.
+    let trailers = accepts_trailers(&parts.headers);
     strip_hop_by_hop(&mut parts.headers);
+    if trailers {
+        parts.headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
     parts.headers.remove(EXPECT);
     if shared.forwarded_headers {
         append_list(&mut parts.headers, X_FORWARDED_FOR, &info.peer.ip().to_string());
         append_list(&mut parts.headers, X_FORWARDED_PROTO, info.scheme);
     }
+}
+
+/// True when a `TE` header lists `trailers`.
+fn accepts_trailers(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
 }
 
 /// Appends `value` to a comma-separated header, creating it when absent.

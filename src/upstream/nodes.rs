@@ -55,7 +55,12 @@ impl Nodes {
                 }
             })
             .collect();
-        Nodes { nodes, epoch: Instant::now(), backoff, max_backoff }
+        Nodes {
+            nodes,
+            epoch: Instant::now(),
+            backoff,
+            max_backoff,
+        }
     }
 
     /// Number of nodes.
@@ -77,7 +82,11 @@ impl Nodes {
     pub fn plan(&self, start: usize) -> Plan {
         let n = self.nodes.len();
         let now = self.now_ms();
-        let mut plan = Plan { order: [0; Plan::MAX], len: 0, next: 0 };
+        let mut plan = Plan {
+            order: [0; Plan::MAX],
+            len: 0,
+            next: 0,
+        };
         let mut dead: [(u64, usize); Plan::MAX] = [(0, 0); Plan::MAX];
         let mut dead_len = 0;
         for k in 0..n.min(Plan::MAX) {
@@ -104,7 +113,9 @@ impl Nodes {
         let node = &self.nodes[index];
         let failures = node.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         let delay = backoff_delay(self.backoff, self.max_backoff, failures);
-        let until = self.now_ms().saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
+        let until = self
+            .now_ms()
+            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         node.dead_until_ms.store(until.max(1), Ordering::Relaxed);
     }
 
@@ -162,7 +173,12 @@ mod tests {
     use super::*;
 
     fn nodes(n: u16) -> Nodes {
-        let urls: Vec<_> = (0..n).map(|p| NodeUrl { host: "127.0.0.1".into(), port: 9200 + p }).collect();
+        let urls: Vec<_> = (0..n)
+            .map(|p| NodeUrl {
+                host: "127.0.0.1".into(),
+                port: 9200 + p,
+            })
+            .collect();
         Nodes::new(&urls, Duration::from_secs(60), Duration::from_secs(600))
     }
 

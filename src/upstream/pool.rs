@@ -30,7 +30,11 @@ pub(crate) struct Idle {
 
 impl Idle {
     pub(crate) fn new(node: u64, send: Sender) -> Self {
-        Idle { node, send, since: Instant::now() }
+        Idle {
+            node,
+            send,
+            since: Instant::now(),
+        }
     }
 
     /// Still open, and young enough that the node has not closed it as idle.
@@ -96,7 +100,10 @@ pub(crate) async fn connect(node: &Node, builder: &Builder, timeout: Duration) -
     };
     // Requests and answers are small and latency-bound: never wait for Nagle.
     let _ = tcp.set_nodelay(true);
-    let (send, conn) = builder.handshake(TokioIo::new(tcp)).await.map_err(ConnectError::Handshake)?;
+    let (send, conn) = builder
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(ConnectError::Handshake)?;
     let authority = node.authority.clone();
     tokio::spawn(async move {
         if let Err(e) = conn.await {

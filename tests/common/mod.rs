@@ -47,7 +47,10 @@ pub struct Message {
 impl Message {
     /// First value of a header (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// Header names, lower-cased, in wire order.
@@ -57,7 +60,11 @@ impl Message {
 
     /// The status code of a response.
     pub fn status(&self) -> u16 {
-        self.start_line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.start_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 
     /// The body as JSON.
@@ -103,13 +110,21 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                     .filter_map(|l| l.split_once(':'))
                     .map(|(n, v)| (n.to_owned(), v.trim().to_owned()))
                     .collect();
-                return Ok(Some(Message { raw_head, start_line, headers, ..Message::default() }));
+                return Ok(Some(Message {
+                    raw_head,
+                    start_line,
+                    headers,
+                    ..Message::default()
+                }));
             }
             if !self.fill().await? {
                 return if self.buf.is_empty() {
                     Ok(None)
                 } else {
-                    Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof inside a head"))
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "eof inside a head",
+                    ))
                 };
             }
         }
@@ -119,7 +134,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     pub async fn exact(&mut self, n: usize) -> std::io::Result<Vec<u8>> {
         while self.buf.len() < n {
             if !self.fill().await? {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof inside a body"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "eof inside a body",
+                ));
             }
         }
         Ok(self.buf.drain(..n).collect())
@@ -132,7 +150,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
                 return Ok(String::from_utf8_lossy(&line[..end]).into_owned());
             }
             if !self.fill().await? {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "eof inside a chunk line"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "eof inside a chunk line",
+                ));
             }
         }
     }
@@ -140,8 +161,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     /// Reads one chunk of a chunked body: `Some(data)`, or `None` for the last chunk (with trailers).
     pub async fn chunk(&mut self, msg: &mut Message) -> std::io::Result<Option<Vec<u8>>> {
         let size_line = self.line().await?;
-        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {size_line:?}")))?;
+        let size = usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("bad chunk size {size_line:?}"))
+        })?;
         if size == 0 {
             loop {
                 let line = self.line().await?;
@@ -163,7 +185,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         if no_body {
             return Ok(());
         }
-        let chunked = msg.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let chunked = msg
+            .header("transfer-encoding")
+            .is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
         if chunked {
             msg.chunked = true;
             while let Some(data) = self.chunk(msg).await? {
@@ -181,7 +205,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
 
     /// Reads a whole request.
     pub async fn request(&mut self) -> std::io::Result<Option<Message>> {
-        let Some(mut msg) = self.head().await? else { return Ok(None) };
+        let Some(mut msg) = self.head().await? else {
+            return Ok(None);
+        };
         self.body(&mut msg, false, false).await?;
         Ok(Some(msg))
     }
@@ -190,7 +216,10 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     pub async fn response(&mut self, method: &str) -> std::io::Result<Message> {
         loop {
             let Some(mut msg) = self.head().await? else {
-                return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed before a response",
+                ));
             };
             let status = msg.status();
             if status == 100 {
@@ -278,7 +307,12 @@ impl Upstream {
                 tokio::spawn(serve(tcp, conn, tx, handler, log));
             }
         });
-        Upstream { addr, seen, connections, log }
+        Upstream {
+            addr,
+            seen,
+            connections,
+            log,
+        }
     }
 
     /// An upstream that answers `{"ok":true}` to everything.
@@ -293,7 +327,9 @@ impl Upstream {
 
     /// The next request received.
     pub async fn next(&mut self) -> Seen {
-        within("the upstream to receive a request", self.seen.recv()).await.expect("upstream stopped")
+        within("the upstream to receive a request", self.seen.recv())
+            .await
+            .expect("upstream stopped")
     }
 
     /// Connections accepted so far.
@@ -377,8 +413,12 @@ pub struct Client {
 impl Client {
     /// Connects to `addr`.
     pub async fn connect(addr: SocketAddr) -> Client {
-        let tcp = within("connect", TcpStream::connect(addr)).await.expect("connect to esgate");
-        Client { reader: Reader::new(tcp) }
+        let tcp = within("connect", TcpStream::connect(addr))
+            .await
+            .expect("connect to esgate");
+        Client {
+            reader: Reader::new(tcp),
+        }
     }
 
     /// Writes raw bytes.
@@ -388,7 +428,9 @@ impl Client {
 
     /// Reads a response to a request with `method`.
     pub async fn response(&mut self, method: &str) -> Message {
-        within("a response", self.reader.response(method)).await.expect("read a response")
+        within("a response", self.reader.response(method))
+            .await
+            .expect("read a response")
     }
 
     /// Sends a request (raw bytes) and reads its response.
@@ -429,7 +471,9 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
 
 /// FNV-1a digest, to report large bodies in assertion messages.
 pub fn digest(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 // ===== the real binary =====
@@ -484,12 +528,21 @@ impl Binary {
         };
         let addr = field("listen=").expect("listen address in the start-up line");
         let admin = field("admin=");
-        Binary { child, addr, admin, log }
+        Binary {
+            child,
+            addr,
+            admin,
+            log,
+        }
     }
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
         assert!(status.success());
     }
 
