@@ -63,6 +63,41 @@ fn helpers(c: &mut Criterion) {
     });
 }
 
+/// A connector error body of about `len` bytes: a Java stack trace, escaped as clients send it.
+fn stack_trace_body(len: usize) -> Vec<u8> {
+    let mut text = String::from("org.postgresql.util.PSQLException: Connection to db:5432 refused.");
+    let mut i = 0;
+    while text.len() + 12 < len {
+        text.push_str(&format!(
+            "\\n\\tat org.postgresql.core.v3.ConnectionFactoryImpl.openConnectionImpl(ConnectionFactoryImpl.java:{i})"
+        ));
+        i += 1;
+    }
+    text.truncate(len - 12);
+    format!("{{\"error\":\"{text}\"}}").into_bytes()
+}
+
+fn body_check(c: &mut Criterion) {
+    use esgate::connector_error::{check_body, BodyVerdict};
+    let small = br#"{"error":"connection refused: source database is unreachable"}"#;
+    assert_eq!(small.len(), 63);
+    let trace = stack_trace_body(4096);
+    let invalid = br#"{"error":{"code":"ECONNREFUSED","host":"db"}}"#;
+    for (name, body) in [
+        ("63B", &small[..]),
+        ("4KiB_stack_trace", &trace[..]),
+        ("invalid_object_value", &invalid[..]),
+    ] {
+        c.bench_function(&format!("check_and_canonicalize/{name}"), |b| {
+            b.iter(|| match check_body(black_box(body)) {
+                BodyVerdict::Accept { literal } => BodyVerdict::canonical_body(&literal).len(),
+                BodyVerdict::Reject(e) => e.to_compact().len(),
+                BodyVerdict::Defer(_) => 0,
+            })
+        });
+    }
+}
+
 /// An upstream that answers every request with a fixed 445-byte JSON body, like `GET /`.
 async fn fixed_upstream() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -162,5 +197,5 @@ fn round_trip(c: &mut Criterion) {
     gateway.shutdown();
 }
 
-criterion_group!(benches, helpers, round_trip);
+criterion_group!(benches, helpers, body_check, round_trip);
 criterion_main!(benches);

@@ -75,6 +75,15 @@ pub struct Cli {
     /// Keep the letter case of header names on the wire [upstream.preserve_header_case].
     #[arg(long, env = "ESGATE_PRESERVE_HEADER_CASE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     preserve_header_case: Option<String>,
+    /// Largest Update-connector-error body read, after decompression; larger gets 413 [connector_error.max_body_size].
+    #[arg(long, env = "ESGATE_MAX_ERROR_BODY_SIZE", value_name = "BYTES")]
+    max_error_body_size: Option<String>,
+    /// Ask the upstream who the caller is before a local rejection [connector_error.check_auth].
+    #[arg(long, env = "ESGATE_CHECK_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    check_auth: Option<String>,
+    /// How long a credential check is remembered [connector_error.auth_cache_ttl].
+    #[arg(long, env = "ESGATE_AUTH_CACHE_TTL", value_name = "DURATION")]
+    auth_cache_ttl: Option<String>,
     /// Log filter: a level or tracing directives; RUST_LOG is used when none is set [log.level].
     #[arg(long, env = "ESGATE_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
@@ -120,6 +129,9 @@ settings! {
     MAX_DEAD_BACKOFF = "upstream.max_dead_node_backoff", "--max-dead-node-backoff", "ESGATE_MAX_DEAD_NODE_BACKOFF";
     REWRITE_HOST = "upstream.rewrite_host", "--rewrite-host", "ESGATE_REWRITE_HOST";
     PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
+    MAX_ERROR_BODY = "connector_error.max_body_size", "--max-error-body-size", "ESGATE_MAX_ERROR_BODY_SIZE";
+    CHECK_AUTH = "connector_error.check_auth", "--check-auth", "ESGATE_CHECK_AUTH";
+    AUTH_CACHE_TTL = "connector_error.auth_cache_ttl", "--auth-cache-ttl", "ESGATE_AUTH_CACHE_TTL";
     LOG_LEVEL = "log.level", "--log-level", "ESGATE_LOG_LEVEL";
     LOG_FORMAT = "log.format", "--log-format", "ESGATE_LOG_FORMAT";
 }
@@ -131,6 +143,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Elasticsearch nodes and how esgate talks to them.
     pub upstream: UpstreamConfig,
+    /// The checks of the Update connector error API.
+    pub connector_error: ConnectorErrorConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -179,6 +193,20 @@ pub struct UpstreamConfig {
     pub rewrite_host: bool,
     /// Keep header-name case as received (costs an allocation per header).
     pub preserve_header_case: bool,
+}
+
+/// The checks of the Update connector error API.
+#[derive(Clone, Debug)]
+pub struct ConnectorErrorConfig {
+    /// The largest body read on that route, before and after decompression. The default is
+    /// Elasticsearch's own default `http.max_content_length` (100mb), so that esgate refuses no
+    /// body Elasticsearch would take; lower it to bound the memory a request may hold.
+    pub max_body_size: usize,
+    /// Ask the upstream who the caller is before answering a rejection locally (secured clusters
+    /// authenticate before they read the body, so an unauthenticated caller gets 401 there).
+    pub check_auth: bool,
+    /// How long a credential check is remembered.
+    pub auth_cache_ttl: Duration,
 }
 
 /// An upstream node's address, taken from an `http://host[:port]` URL.
@@ -344,7 +372,7 @@ impl Sources {
                     return Err(ConfigError::new(
                         section.as_str(),
                         format!("from {}", self.file_name),
-                        "unknown key (settings live in the [server], [upstream] and [log] tables)",
+                        "unknown key (settings live in the [server], [upstream], [connector_error] and [log] tables)",
                     ))
                 }
             }
@@ -446,6 +474,16 @@ impl Config {
             rewrite_host: flag(&mut src, REWRITE_HOST, "rewrite_host")?,
             preserve_header_case: flag(&mut src, PRESERVE_CASE, "preserve_header_case")?,
         };
+        let connector_error = ConnectorErrorConfig {
+            max_body_size: opt(
+                src.get(MAX_ERROR_BODY, "max_error_body_size"),
+                MAX_ERROR_BODY,
+                parse_size,
+            )?
+            .unwrap_or(100 * 1024 * 1024),
+            check_auth: flag(&mut src, CHECK_AUTH, "check_auth")?,
+            auth_cache_ttl: duration(&mut src, AUTH_CACHE_TTL, "auth_cache_ttl", Duration::from_secs(30))?,
+        };
         let log = LogConfig {
             filter: match src.get(LOG_LEVEL, "log_level") {
                 Some(v) => {
@@ -465,7 +503,12 @@ impl Config {
             },
         };
         src.reject_leftovers()?;
-        let config = Config { server, upstream, log };
+        let config = Config {
+            server,
+            upstream,
+            connector_error,
+            log,
+        };
         config.validate()?;
         Ok(config)
     }
@@ -793,7 +836,10 @@ mod tests {
         let readme = include_str!("../README.md");
         for s in SETTINGS {
             for name in [s.key, s.flag, s.env] {
-                assert!(readme.contains(&format!("`{name}")), "README.md does not document {name}");
+                assert!(
+                    readme.contains(&format!("`{name}")),
+                    "README.md does not document {name}"
+                );
             }
         }
     }

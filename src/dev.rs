@@ -21,13 +21,14 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::body::Body;
+use crate::connector_error::decode::{decode_body, Decoded};
 use crate::es_error::{error_body, json_response};
 
 /// The header every Elasticsearch answer carries and official clients check for.
@@ -58,6 +59,11 @@ impl DevUpstream {
                     &format!("could not read the body: {e}"),
                 )))
             }
+        };
+        // Like Elasticsearch, take gzip/deflate bodies (clients with compression on send them).
+        let body = match decode_body(parts.headers.get_all(CONTENT_ENCODING), &body, MAX_BODY) {
+            Decoded::Plain(plain) => plain,
+            _ => body,
         };
         let raw_path = parts.uri.path();
         let segments: Vec<&str> = raw_path.trim_start_matches('/').split('/').collect();

@@ -19,39 +19,77 @@ pub const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/
 /// The `type` of the error esgate answers when no upstream node could be reached, or the
 /// connection broke before a response arrived (502).
 pub const BAD_GATEWAY_TYPE: &str = "esgate_bad_gateway_exception";
+/// The `type` of the error esgate answers when an intercepted body is over the limit (413).
+pub const CONTENT_TOO_LONG_TYPE: &str = "esgate_content_too_long_exception";
 /// The `type` of the error esgate answers when the upstream did not start its response in time (504).
 pub const GATEWAY_TIMEOUT_TYPE: &str = "esgate_gateway_timeout_exception";
 
 /// Appends `s` to `out` as a JSON string literal, escaped the way Jackson escapes it.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
+    write_json_wtf8(out, s.as_bytes());
+}
+
+/// Appends a JSON string literal for WTF-8 text: UTF-8 that may also hold lone surrogates
+/// (encoded as the 3-byte sequences `ED A0 80`..`ED BF BF`), as a Java string can. Jackson's UTF-8
+/// generator escapes `"`, `\\` and control characters, writes other BMP characters raw, and writes
+/// every UTF-16 surrogate (of a pair, or alone) as a `\uXXXX` escape.
+pub fn write_json_wtf8(out: &mut Vec<u8>, s: &[u8]) {
     out.push(b'"');
+    let mut i = 0;
     let mut start = 0;
-    for (i, c) in s.char_indices() {
-        let escape: Option<&[u8]> = match c {
-            '"' => Some(b"\\\""),
-            '\\' => Some(b"\\\\"),
-            '\n' => Some(b"\\n"),
-            '\r' => Some(b"\\r"),
-            '\t' => Some(b"\\t"),
-            '\u{8}' => Some(b"\\b"),
-            '\u{c}' => Some(b"\\f"),
-            c if (c as u32) < 0x20 || (c as u32) > 0xFFFF => None,
-            _ => continue,
+    while i < s.len() {
+        let b = s[i];
+        let (len, escape) = match b {
+            b'"' => (1, Escape::Short(b"\\\"")),
+            b'\\' => (1, Escape::Short(b"\\\\")),
+            b'\n' => (1, Escape::Short(b"\\n")),
+            b'\r' => (1, Escape::Short(b"\\r")),
+            b'\t' => (1, Escape::Short(b"\\t")),
+            0x08 => (1, Escape::Short(b"\\b")),
+            0x0c => (1, Escape::Short(b"\\f")),
+            0x00..=0x1f => (1, Escape::Units([u16::from(b), 0], 1)),
+            0x20..=0x7f => {
+                i += 1;
+                continue;
+            }
+            0xED if s.get(i + 1).is_some_and(|c| *c >= 0xA0) && i + 2 < s.len() => {
+                let unit = 0xD000 | (u16::from(s[i + 1] & 0x3F) << 6) | u16::from(s[i + 2] & 0x3F);
+                (3, Escape::Units([unit, 0], 1))
+            }
+            0xF0..=0xF4 if i + 3 < s.len() => {
+                let c = (u32::from(b & 0x07) << 18)
+                    | (u32::from(s[i + 1] & 0x3F) << 12)
+                    | (u32::from(s[i + 2] & 0x3F) << 6)
+                    | u32::from(s[i + 3] & 0x3F);
+                let c = c.saturating_sub(0x1_0000);
+                let high = 0xD800 | ((c >> 10) & 0x3FF) as u16;
+                let low = 0xDC00 | (c & 0x3FF) as u16;
+                (4, Escape::Units([high, low], 2))
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
         };
-        out.extend_from_slice(&s.as_bytes()[start..i]);
-        start = i + c.len_utf8();
+        out.extend_from_slice(&s[start..i]);
         match escape {
-            Some(e) => out.extend_from_slice(e),
-            None => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
+            Escape::Short(e) => out.extend_from_slice(e),
+            Escape::Units(units, n) => {
+                for unit in &units[..n] {
                     push_unicode_escape(out, *unit);
                 }
             }
         }
+        i += len;
+        start = i;
     }
-    out.extend_from_slice(&s.as_bytes()[start..]);
+    out.extend_from_slice(&s[start..]);
     out.push(b'"');
+}
+
+enum Escape {
+    Short(&'static [u8]),
+    Units([u16; 2], usize),
 }
 
 /// Writes `\uXXXX` with upper-case hex digits, as Jackson does.
@@ -128,6 +166,13 @@ mod tests {
         assert_eq!(escaped("\u{0}\u{1f}"), r#""\u0000\u001F""#);
         assert_eq!(escaped("é/ü"), "\"é/ü\"");
         assert_eq!(escaped("😀"), r#""\uD83D\uDE00""#);
+    }
+
+    #[test]
+    fn lone_surrogates_in_wtf8_are_escaped() {
+        let mut out = Vec::new();
+        write_json_wtf8(&mut out, b"a\xED\xA0\x80b\xED\xBF\xBF");
+        assert_eq!(out, br#""a\uD800b\uDFFF""#);
     }
 
     #[test]

@@ -84,7 +84,12 @@ mod tests {
         let kept: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("?"))).collect();
         assert_eq!(
             kept,
-            [("host", "es"), ("authorization", "ApiKey abc"), ("x-opaque-id", "42")]
+            [
+                ("host", "es"),
+                ("trailer", "x-checksum"),
+                ("authorization", "ApiKey abc"),
+                ("x-opaque-id", "42")
+            ]
         );
     }
 

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod connector_error;
 pub mod dev;
 pub mod es_error;
 pub mod hop;

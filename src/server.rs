@@ -28,6 +28,7 @@ use crate::admin::{self, Readiness};
 use crate::body::Body;
 use crate::config::{Config, NodeUrl};
 use crate::dev::DevUpstream;
+use crate::stack::Stack;
 use crate::upstream::{ConnInfo, Upstream};
 
 /// Why the gateway could not start.
@@ -51,7 +52,7 @@ fn startup(what: &str, e: impl std::fmt::Display) -> StartupError {
 pub struct Gateway {
     listen_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    upstream: Upstream,
+    stack: Stack,
     readiness: Readiness,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
@@ -86,7 +87,7 @@ impl Gateway {
             None
         };
 
-        let upstream = Upstream::new(&config);
+        let stack = Stack::new(&config);
         let readiness = Readiness::new();
         let (shutdown, _) = watch::channel(false);
         let (aux_shutdown, _) = watch::channel(false);
@@ -107,7 +108,7 @@ impl Gateway {
             let listener = listener.try_clone().map_err(|e| startup("server.listen", e))?;
             let ctx = Worker {
                 http: http.clone(),
-                upstream: upstream.clone(),
+                stack: stack.clone(),
                 shutdown: shutdown.subscribe(),
                 grace: config.server.shutdown_grace,
             };
@@ -124,7 +125,7 @@ impl Gateway {
         Ok(Gateway {
             listen_addr,
             admin_addr,
-            upstream,
+            stack,
             readiness,
             shutdown,
             workers: handles,
@@ -145,13 +146,14 @@ impl Gateway {
 
     /// The upstream (nodes and their health).
     pub fn upstream(&self) -> &Upstream {
-        &self.upstream
+        self.stack.upstream()
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns
     /// when every worker has stopped. Blocks the calling thread.
     pub fn shutdown(mut self) {
         self.readiness.set_draining();
+        tracing::info!("readiness off, stopping the listeners");
         let _ = self.shutdown.send(true);
         for worker in self.workers.drain(..) {
             let _ = worker.join();
@@ -205,7 +207,7 @@ fn http_builder(config: &Config) -> http1::Builder {
 /// What one worker thread needs.
 struct Worker {
     http: Arc<http1::Builder>,
-    upstream: Upstream,
+    stack: Stack,
     shutdown: watch::Receiver<bool>,
     grace: Duration,
 }
@@ -227,7 +229,7 @@ impl Worker {
                     accepted = listener.accept() => match accepted {
                         Ok((tcp, peer)) => {
                             let _ = tcp.set_nodelay(true);
-                            let service = crate::stack::service(&self.upstream, ConnInfo { peer, scheme: "http" });
+                            let service = self.stack.service(ConnInfo { peer, scheme: "http" });
                             let conn = self.http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
                             let conn = graceful.watch(conn);
                             tokio::spawn(async move {

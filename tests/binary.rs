@@ -190,7 +190,7 @@ async fn sigterm_lets_a_slow_response_finish_then_exits_zero() {
     assert_eq!(head.status(), 200);
 
     bin.terminate();
-    bin.wait_log("signal received");
+    bin.wait_log("readiness off");
     // Readiness goes false first, so load balancers stop sending.
     let mut admin = Client::connect(bin.admin.expect("admin")).await;
     assert_eq!(

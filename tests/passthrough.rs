@@ -328,7 +328,11 @@ async fn trailers_pass_through_both_ways() {
     let seen = up.next().await.msg;
     assert_eq!(seen.body, b"abc");
     assert_eq!(seen.trailers, [("x-request-digest".to_owned(), "123".to_owned())]);
-    assert_eq!(seen.header("te"), Some("trailers"), "the client's acceptance of trailers goes on");
+    assert_eq!(
+        seen.header("te"),
+        Some("trailers"),
+        "the client's acceptance of trailers goes on"
+    );
     assert_eq!(resp.body, b"ok");
     assert_eq!(resp.trailers, [("x-checksum".to_owned(), "abc".to_owned())]);
 }

@@ -1,0 +1,113 @@
+//! The errors the connector-error layer answers, as Elasticsearch builds them: a chain of
+//! exceptions (outermost first), one of which is the root cause, rendered in Elasticsearch's
+//! "detailed" JSON format (`es-connector-error.md` §8).
+
+use crate::es_error::{write_json_string, write_json_wtf8};
+
+/// One exception of a chain: its snake_case type and its message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cause {
+    /// `x_content_parse_exception`, `json_parse_exception`, …
+    pub error_type: &'static str,
+    /// The message, exactly as Elasticsearch prints it, in WTF-8: a Java string may hold lone
+    /// surrogates (an unknown field named `"\ud800"`), which `str` cannot.
+    pub reason: Vec<u8>,
+}
+
+/// An error answer in Elasticsearch's detailed format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EsError {
+    /// HTTP status (400 for every body error).
+    pub status: u16,
+    /// The exception, then its `caused_by`, then that one's, and so on. Never empty.
+    pub chain: Vec<Cause>,
+    /// Index in `chain` of the exception shown as `root_cause`.
+    pub root: usize,
+}
+
+impl EsError {
+    /// A 400 with a single exception, which is its own root cause.
+    pub fn bad_request(error_type: &'static str, reason: impl Into<Vec<u8>>) -> Self {
+        EsError {
+            status: 400,
+            chain: vec![Cause {
+                error_type,
+                reason: reason.into(),
+            }],
+            root: 0,
+        }
+    }
+
+    /// Appends a `caused_by` at the end of the chain.
+    pub fn caused_by(mut self, error_type: &'static str, reason: impl Into<Vec<u8>>) -> Self {
+        self.chain.push(Cause {
+            error_type,
+            reason: reason.into(),
+        });
+        self
+    }
+
+    /// Makes the exception at `index` the root cause.
+    pub fn with_root(mut self, index: usize) -> Self {
+        self.root = index.min(self.chain.len().saturating_sub(1));
+        self
+    }
+
+    /// The top-level exception.
+    pub fn top(&self) -> &Cause {
+        &self.chain[0]
+    }
+
+    /// The compact body, byte for byte as Elasticsearch writes it.
+    pub fn to_compact(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"error\":{\"root_cause\":[{");
+        let root = &self.chain[self.root.min(self.chain.len() - 1)];
+        write_fields(&mut out, root);
+        out.extend_from_slice(b"}],");
+        write_chain(&mut out, &self.chain);
+        out.extend_from_slice(b"},\"status\":");
+        out.extend_from_slice(self.status.to_string().as_bytes());
+        out.push(b'}');
+        out
+    }
+}
+
+fn write_fields(out: &mut Vec<u8>, cause: &Cause) {
+    out.extend_from_slice(b"\"type\":");
+    write_json_string(out, cause.error_type);
+    out.extend_from_slice(b",\"reason\":");
+    write_json_wtf8(out, &cause.reason);
+}
+
+fn write_chain(out: &mut Vec<u8>, chain: &[Cause]) {
+    let Some((first, rest)) = chain.split_first() else {
+        return;
+    };
+    write_fields(out, first);
+    if !rest.is_empty() {
+        out.extend_from_slice(b",\"caused_by\":{");
+        write_chain(out, rest);
+        out.push(b'}');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact_with_caused_by_and_inner_root() {
+        let e = EsError::bad_request(
+            "x_content_parse_exception",
+            "[1:10] [connector_update_error_request] failed to parse field [error]",
+        )
+        .caused_by("x_content_e_o_f_exception", "[1:12] Unexpected end of file")
+        .caused_by("json_e_o_f_exception", "Unexpected end-of-input in VALUE_STRING")
+        .with_root(1);
+        assert_eq!(
+            String::from_utf8_lossy(&e.to_compact()),
+            r#"{"error":{"root_cause":[{"type":"x_content_e_o_f_exception","reason":"[1:12] Unexpected end of file"}],"type":"x_content_parse_exception","reason":"[1:10] [connector_update_error_request] failed to parse field [error]","caused_by":{"type":"x_content_e_o_f_exception","reason":"[1:12] Unexpected end of file","caused_by":{"type":"json_e_o_f_exception","reason":"Unexpected end-of-input in VALUE_STRING"}}},"status":400}"#
+        );
+    }
+}

@@ -1,0 +1,54 @@
+//! The connector-error layer: `PUT /_connector/<connector_id>/_error`, checked locally.
+//!
+//! [`ConnectorErrorLayer`] intercepts the Update connector error API. Every request that
+//! Elasticsearch itself would refuse (no connector id, missing or malformed body, wrong field type,
+//! unknown field, bad media type, unknown query parameter…) is answered here, byte for byte as
+//! Elasticsearch answers it, and never reaches the upstream. A valid call goes on with a canonical
+//! body, `{"error":"…"}` or `{"error":null}`, and the upstream's answer comes back unchanged.
+//! Everything else, other methods and routes included, passes through untouched and unbuffered.
+//!
+//! Where esgate cannot reproduce Elasticsearch's answer exactly (`error_trace=true`, non-JSON
+//! output or body formats, encodings it does not decode, UTF-16/32 bodies), the request is
+//! forwarded unchanged and Elasticsearch answers.
+//!
+//! The pieces, each pure and tested on its own: [`route`] (which paths), [`params`] and [`media`]
+//! (query string and headers), [`validate`] (the body, through a Jackson-compatible tokenizer),
+//! [`render`] (Elasticsearch's error formats), [`decode`] (gzip/deflate); [`service`] wires them
+//! to HTTP. Reference: `es-connector-error.md`.
+//!
+//! # Example
+//!
+//! ```
+//! use esgate::connector_error::{ConnectorErrorLayer, GuardConfig};
+//! use tower::ServiceBuilder;
+//!
+//! let layer = ConnectorErrorLayer::new(GuardConfig { max_body_size: 1 << 20, auth: None });
+//! let stack = ServiceBuilder::new().layer(layer).service(tower::service_fn(
+//!     |_req: http::Request<esgate::Body>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(esgate::Body::Empty))
+//!     },
+//! ));
+//! # let _ = stack;
+//! ```
+
+pub mod auth;
+pub mod decode;
+pub mod error;
+mod json;
+pub mod layer;
+pub mod media;
+pub mod params;
+pub mod render;
+pub mod request;
+pub mod route;
+pub mod service;
+pub mod suggest;
+pub mod validate;
+
+pub use auth::AuthCheck;
+pub use error::{Cause, EsError};
+pub use layer::ConnectorErrorLayer;
+pub use request::{precheck, Plan, Precheck, ResponseFormat};
+pub use route::{match_path, ConnectorId, Route};
+pub use service::{ConnectorErrorGuard, GuardConfig};
+pub use validate::{check_body, check_connector_id, BodyVerdict};

@@ -1,0 +1,504 @@
+//! The checks of a matched `PUT /_connector/<id>/_error` that come before its body is parsed, in
+//! Elasticsearch's order (`es-connector-error.md` §2):
+//!
+//! 2. building the `RestRequest`: query-string decoding (400 `bad_parameter_exception`), then the
+//!    `Accept`/`Content-Type` media types and versions (400 `media_type_header_exception`);
+//! 3. building the channel: `pretty`, then `human` must be booleans (400
+//!    `illegal_argument_exception`);
+//! 4. `error_trace` (not a boolean: a simple 400; `true`: a stack trace esgate cannot write);
+//! 6. a body with content needs a JSON-family `Content-Type` (406, simple format).
+//!
+//! Each answer is rendered the way the channel of its step renders it. When Elasticsearch fails a
+//! step it rebuilds the request without the failing part (no parameters after a query-string
+//! error, no failed headers after a media-type error), and that rebuilt request decides the output
+//! format, `?pretty` and the `Accept` parameters echoed in `content-type`. Some combinations make
+//! the rebuild itself throw, with an answer nobody has pinned down: those are forwarded, as is
+//! anything esgate cannot write (non-JSON output, non-JSON bodies, stack traces).
+
+use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
+use http::request::Parts;
+use http::Response;
+
+use super::error::EsError;
+use super::media::{header_values, negotiate, BodyType, Negotiated, Negotiation};
+use super::params::{decode_query, illegal_argument, unrecognized};
+use super::render::{detailed_body, response, simple_body, X_OPAQUE_ID};
+use super::route::decode_component;
+use crate::body::Body;
+
+/// What to do with a matched request before its body is parsed.
+#[derive(Debug)]
+pub enum Precheck {
+    /// Parse the body; then apply the plan.
+    Check(Plan),
+    /// Answer this, as Elasticsearch would.
+    Respond(Response<Body>),
+    /// Forward the request unchanged: esgate cannot tell or write Elasticsearch's answer.
+    Forward(&'static str),
+}
+
+/// How to go on after a valid precheck.
+#[derive(Debug)]
+pub struct Plan {
+    /// How every later answer (body errors, step 10, connector id) is written.
+    pub format: ResponseFormat,
+    /// Step 10: the unrecognized-parameter error, to answer only when the body is valid.
+    pub unrecognized: Option<EsError>,
+}
+
+/// How the channel writes answers: JSON, pretty or not, with this `content-type`, echoing
+/// `X-Opaque-Id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseFormat {
+    /// `?pretty`.
+    pub pretty: bool,
+    /// `application/json`, or the vendor type, with the `Accept` parameters.
+    pub content_type: HeaderValue,
+    /// The request's first `X-Opaque-Id`.
+    pub opaque_id: Option<HeaderValue>,
+}
+
+impl ResponseFormat {
+    /// `error` in the detailed format.
+    pub fn respond(&self, error: &EsError) -> Response<Body> {
+        let body = detailed_body(error, self.pretty);
+        response(error.status, body, &self.content_type, self.opaque_id.as_ref())
+    }
+
+    /// `{"error":"<text>","status":N}` (406s, and errors raised outside a handler).
+    pub fn respond_simple(&self, status: u16, text: &[u8]) -> Response<Body> {
+        response(
+            status,
+            simple_body(text, status, self.pretty),
+            &self.content_type,
+            self.opaque_id.as_ref(),
+        )
+    }
+}
+
+/// Headers Elasticsearch copies into its thread context and refuses with two different values.
+/// Where exactly that refusal happens (and how it is rendered) differs between versions: forward.
+const SINGLE_VALUED: [HeaderName; 4] = [
+    X_OPAQUE_ID,
+    HeaderName::from_static("x-elastic-product-origin"),
+    HeaderName::from_static("traceparent"),
+    HeaderName::from_static("tracestate"),
+];
+
+/// Parameters that reach the error renderer (`ElasticsearchException` reads them from the request)
+/// and change the body: forward.
+const RENDERING_PARAMS: [&str; 2] = ["rest.exception.stacktrace.skip", "rest.exception.cause.skip"];
+
+/// Steps 2 to 6 for a `PUT` that matched the route with connector id `id`. `has_content`: the
+/// decoded body is not empty (the caller reads it first).
+pub fn precheck(parts: &Parts, id: &str, has_content: bool) -> Precheck {
+    // Elasticsearch routes on the whole request target: `http://host/_connector/…` is no route of
+    // its own, whatever hyper makes of the path.
+    if parts.uri.authority().is_some() {
+        return Precheck::Forward("an absolute-form request target");
+    }
+    let headers = &parts.headers;
+    if SINGLE_VALUED.iter().any(|name| has_distinct_values(headers, name)) {
+        return Precheck::Forward("two different values of a single-valued header");
+    }
+    let opaque_id = headers.get(X_OPAQUE_ID).cloned();
+    let accept = header_values(headers, &ACCEPT);
+    let content_type = header_values(headers, &CONTENT_TYPE);
+
+    // 2. The query string. After a decode error Elasticsearch builds the request without
+    // parameters; if the headers fail then, that second failure escapes its handling.
+    let params = match decode_query(parts.uri.query()) {
+        Ok(params) => params,
+        Err(error) => {
+            return match negotiate(&accept, &content_type, has_content) {
+                Negotiation::Accepted(rest) => respond(&rest, None, false, opaque_id, |f| f.respond(&error)),
+                _ => Precheck::Forward("a query string and a media-type header that both fail"),
+            }
+        }
+    };
+    if RENDERING_PARAMS.iter().any(|p| params.contains(p)) {
+        return Precheck::Forward("a parameter that changes how errors are rendered");
+    }
+
+    // 2. The media types. The channel is built on the request without the failed headers but
+    // with the parameters; a bad `pretty`/`human` makes Elasticsearch rebuild it from the original
+    // request, whose headers fail again, unhandled. The error renderer reads `error_trace`.
+    let negotiated = match negotiate(&accept, &content_type, has_content) {
+        Negotiation::Accepted(negotiated) => negotiated,
+        Negotiation::Unknown(why) => return Precheck::Forward(why),
+        Negotiation::Rejected { error, rest } => {
+            let (Ok(pretty), Ok(_)) = (params.boolean("pretty"), params.boolean("human")) else {
+                return Precheck::Forward("a media-type error and a pretty or human that is no boolean");
+            };
+            if params.boolean("error_trace") != Ok(false) {
+                return Precheck::Forward("a media-type error with error_trace set");
+            }
+            return respond(&rest, params.get("format"), pretty, opaque_id, |f| f.respond(&error));
+        }
+    };
+
+    // 3. The channel: `pretty`, then `human`. On failure the channel is rebuilt without
+    // parameters, so the answer is compact and `format` is ignored.
+    let pretty = match params
+        .boolean("pretty")
+        .and_then(|pretty| params.boolean("human").map(|_| pretty))
+    {
+        Ok(pretty) => pretty,
+        Err(message) => {
+            return respond(&negotiated, None, false, opaque_id, |f| {
+                f.respond(&illegal_argument(message))
+            });
+        }
+    };
+    let format = response_format(&negotiated, params.get("format"), pretty, opaque_id);
+
+    // 4. `error_trace`, checked by the controller before routing; its failure is a simple 400.
+    match params.boolean("error_trace") {
+        Ok(false) => {}
+        Ok(true) => return Precheck::Forward("error_trace=true: the answer would carry a Java stack trace"),
+        Err(message) => {
+            return match format {
+                Ok(format) => Precheck::Respond(format.respond_simple(400, message.as_bytes())),
+                Err(why) => Precheck::Forward(why),
+            }
+        }
+    }
+    let format = match format {
+        Ok(format) => format,
+        Err(why) => return Precheck::Forward(why),
+    };
+
+    // 6. A body with content needs a Content-Type Elasticsearch reads, and esgate reads JSON only.
+    if has_content {
+        match negotiated.check_body() {
+            BodyType::Json => {}
+            BodyType::NonJson => return Precheck::Forward("a YAML, CBOR or SMILE body"),
+            BodyType::NotAcceptable(text) => return Precheck::Respond(format.respond_simple(406, text.as_bytes())),
+        }
+    }
+
+    // 10. Prepared here, answered by the caller only after a valid body.
+    let path =
+        decode_component(parts.uri.path().as_bytes(), false).unwrap_or_else(|_| format!("/_connector/{id}/_error"));
+    Precheck::Check(Plan {
+        format,
+        unrecognized: unrecognized(&path, &params.unconsumed()),
+    })
+}
+
+/// The channel's format for `negotiated`, `format` and `pretty`; `Err` when esgate cannot write
+/// it (YAML, CBOR, SMILE).
+fn response_format(
+    negotiated: &Negotiated,
+    format: Option<&str>,
+    pretty: bool,
+    opaque_id: Option<HeaderValue>,
+) -> Result<ResponseFormat, &'static str> {
+    let output = negotiated.output(format);
+    if !output.is_json() {
+        return Err("a YAML, CBOR or SMILE answer");
+    }
+    // Netty writes header strings back one byte per char.
+    let value = negotiated.response_content_type(output);
+    let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
+    let content_type = bytes
+        .and_then(|b| HeaderValue::from_bytes(&b).ok())
+        .ok_or("a response content-type that is no header value")?;
+    Ok(ResponseFormat {
+        pretty,
+        content_type,
+        opaque_id,
+    })
+}
+
+fn respond(
+    negotiated: &Negotiated,
+    format: Option<&str>,
+    pretty: bool,
+    opaque_id: Option<HeaderValue>,
+    answer: impl FnOnce(&ResponseFormat) -> Response<Body>,
+) -> Precheck {
+    match response_format(negotiated, format, pretty, opaque_id) {
+        Ok(format) => Precheck::Respond(answer(&format)),
+        Err(why) => Precheck::Forward(why),
+    }
+}
+
+fn has_distinct_values(headers: &HeaderMap, name: &HeaderName) -> bool {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    values.any(|v| Some(v) != first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Request, StatusCode};
+
+    fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut builder = Request::builder().method(Method::PUT).uri(uri);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).expect("request").into_parts().0
+    }
+
+    const JSON: (&str, &str) = ("content-type", "application/json");
+    const PATH: &str = "/_connector/my-connector/_error";
+
+    fn run(uri: &str, headers: &[(&str, &str)], has_content: bool) -> Precheck {
+        precheck(&parts(uri, headers), "my-connector", has_content)
+    }
+
+    fn answer(p: Precheck) -> (StatusCode, Vec<(String, String)>, String) {
+        match p {
+            Precheck::Respond(r) => {
+                let headers = r
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_owned(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect();
+                let body = match r.body() {
+                    Body::Full(b) => String::from_utf8_lossy(b).into_owned(),
+                    _ => String::new(),
+                };
+                (r.status(), headers, body)
+            }
+            other => panic!("expected an answer, got {other:?}"),
+        }
+    }
+
+    fn plan(p: Precheck) -> Plan {
+        match p {
+            Precheck::Check(plan) => plan,
+            other => panic!("expected a plan, got {other:?}"),
+        }
+    }
+
+    fn forwarded(p: Precheck) -> bool {
+        matches!(p, Precheck::Forward(_))
+    }
+
+    #[test]
+    fn a_plain_request_goes_on() {
+        let p = plan(run(PATH, &[JSON], true));
+        assert_eq!(p.unrecognized, None);
+        assert_eq!(
+            p.format,
+            ResponseFormat {
+                pretty: false,
+                content_type: HeaderValue::from_static("application/json"),
+                opaque_id: None
+            }
+        );
+        // No body: the Content-Type is not checked (row P0), even text/plain.
+        let p = plan(run(PATH, &[("content-type", "text/plain")], false));
+        assert_eq!(p.format.content_type, "application/json");
+    }
+
+    #[test]
+    fn the_plan_renders_body_errors() {
+        let p = plan(run(&format!("{PATH}?pretty"), &[JSON, ("x-opaque-id", "abc")], true));
+        let e = EsError::bad_request("parse_exception", "request body is required");
+        let (status, headers, body) = answer(Precheck::Respond(p.format.respond(&e)));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            "{\n  \"error\" : {\n    \"root_cause\" : [\n      {\n        \"type\" : \"parse_exception\",\n        \"reason\" : \"request body is required\"\n      }\n    ],\n    \"type\" : \"parse_exception\",\n    \"reason\" : \"request body is required\"\n  },\n  \"status\" : 400\n}\n"
+        );
+        assert_eq!(
+            headers,
+            [
+                ("x-opaque-id".to_owned(), "abc".to_owned()),
+                ("x-elastic-product".to_owned(), "Elasticsearch".to_owned()),
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("content-length".to_owned(), body.len().to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn unrecognized_parameters_wait_for_the_body() {
+        let p = plan(run(&format!("{PATH}/?prety&source=x&pretty=false"), &[JSON], true));
+        let e = p.unrecognized.expect("step 10");
+        assert_eq!(
+            String::from_utf8_lossy(&e.top().reason),
+            "request [/_connector/my-connector/_error/] contains unrecognized parameters: [prety] -> did you mean [pretty]?, [source]"
+        );
+        // The path is decoded for the message.
+        let p = plan(run("/_connector/a%2Fb/_error?x", &[JSON], true));
+        let e = p.unrecognized.expect("step 10");
+        assert_eq!(
+            String::from_utf8_lossy(&e.top().reason),
+            "request [/_connector/a/b/_error] contains unrecognized parameter: [x]"
+        );
+    }
+
+    #[test]
+    fn query_decode_errors() {
+        let (status, headers, body) = answer(run(&format!("{PATH}?pretty&a=%"), &[JSON], true));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Without parameters: compact even with ?pretty.
+        assert_eq!(
+            body,
+            r#"{"error":{"root_cause":[{"type":"bad_parameter_exception","reason":"java.lang.IllegalArgumentException: unterminated escape sequence at end of string: %"}],"type":"bad_parameter_exception","reason":"java.lang.IllegalArgumentException: unterminated escape sequence at end of string: %","caused_by":{"type":"illegal_argument_exception","reason":"unterminated escape sequence at end of string: %"}},"status":400}"#
+        );
+        assert_eq!(headers[0], ("x-elastic-product".to_owned(), "Elasticsearch".to_owned()));
+        // The headers still pick the format.
+        assert!(forwarded(run(
+            &format!("{PATH}?a=%"),
+            &[("accept", "application/yaml")],
+            true
+        )));
+        // A header that fails as well: not handled by Elasticsearch either.
+        assert!(forwarded(run(
+            &format!("{PATH}?a=%"),
+            &[("content-type", "nonsense")],
+            true
+        )));
+    }
+
+    #[test]
+    fn media_type_errors() {
+        let (status, _, body) = answer(run(PATH, &[("content-type", "application/json; charset")], true));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            r#"{"error":{"root_cause":[{"type":"media_type_header_exception","reason":"Invalid media-type value on headers [Content-Type]"}],"type":"media_type_header_exception","reason":"Invalid media-type value on headers [Content-Type]","caused_by":{"type":"illegal_argument_exception","reason":"invalid parameters for header [application/json; charset]"}},"status":400}"#
+        );
+        // Before routing and before the body: also without content.
+        let (status, _, _) = answer(run(PATH, &[("content-type", "")], false));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // The parameters still apply.
+        let (_, _, body) = answer(run(&format!("{PATH}?pretty"), &[("accept", "x")], true));
+        assert!(body.starts_with("{\n  \"error\" : {\n"));
+        assert!(body.ends_with("\"status\" : 400\n}\n"));
+        // The Accept that failed is gone; a valid Accept's parameters stay.
+        let vnd = "application/vnd.elasticsearch+json;compatible-with=9";
+        let (_, headers, _) = answer(run(PATH, &[("accept", vnd), ("content-type", "a/b;c")], false));
+        assert_eq!(headers[1], ("content-type".to_owned(), vnd.to_owned()));
+        // Compatibility errors drop both headers: JSON.
+        let (_, headers, body) = answer(run(PATH, &[("accept", vnd), JSON], true));
+        assert_eq!(headers[1], ("content-type".to_owned(), "application/json".to_owned()));
+        assert!(body.contains(r#""caused_by":{"type":"status_exception","reason":"A compatible version is required on both Content-Type and Accept headers if either one has requested a compatible version. Accept=application/vnd.elasticsearch+json;compatible-with=9, Content-Type=application/json"}"#));
+        // What Elasticsearch does not handle, or esgate cannot write.
+        assert!(forwarded(run(&format!("{PATH}?pretty=x"), &[("accept", "x")], true)));
+        assert!(forwarded(run(&format!("{PATH}?error_trace"), &[("accept", "x")], true)));
+        assert!(forwarded(run(
+            PATH,
+            &[("accept", "x"), ("content-type", "application/yaml")],
+            true
+        )));
+        assert!(forwarded(run(
+            PATH,
+            &[("accept", "application/json;compatible-with=abc")],
+            true
+        )));
+    }
+
+    #[test]
+    fn channel_parameters() {
+        let (status, headers, body) = answer(run(&format!("{PATH}?pretty=yes&format=yaml"), &[JSON], true));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            r#"{"error":{"root_cause":[{"type":"illegal_argument_exception","reason":"Failed to parse value [yes] as only [true] or [false] are allowed."}],"type":"illegal_argument_exception","reason":"Failed to parse value [yes] as only [true] or [false] are allowed."},"status":400}"#
+        );
+        assert_eq!(headers[1].1, "application/json");
+        // pretty is parsed before human.
+        let (_, _, body) = answer(run(&format!("{PATH}?human=b&pretty=a"), &[JSON], true));
+        assert!(body.contains("Failed to parse value [a]"));
+        let (_, _, body) = answer(run(&format!("{PATH}?human=b&pretty"), &[JSON], true));
+        assert!(body.contains("Failed to parse value [b]"));
+        assert!(forwarded(run(
+            &format!("{PATH}?human=b"),
+            &[JSON, ("accept", "application/cbor")],
+            true
+        )));
+    }
+
+    #[test]
+    fn error_trace() {
+        assert!(forwarded(run(&format!("{PATH}?error_trace"), &[JSON], true)));
+        assert!(forwarded(run(&format!("{PATH}?error_trace=true"), &[JSON], true)));
+        assert!(!forwarded(run(&format!("{PATH}?error_trace=false"), &[JSON], true)));
+        let (status, _, body) = answer(run(&format!("{PATH}?error_trace=maybe&pretty"), &[JSON], true));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            body,
+            "{\n  \"error\" : \"Failed to parse value [maybe] as only [true] or [false] are allowed.\",\n  \"status\" : 400\n}\n"
+        );
+    }
+
+    #[test]
+    fn output_formats() {
+        assert!(forwarded(run(&format!("{PATH}?format=yaml"), &[JSON], true)));
+        assert!(forwarded(run(PATH, &[JSON, ("accept", "application/smile")], true)));
+        assert!(forwarded(run(PATH, &[("content-type", "application/cbor")], false)));
+        let vnd = "application/vnd.elasticsearch+json; compatible-with=8";
+        let p = plan(run(PATH, &[("accept", vnd), ("content-type", vnd)], true));
+        assert_eq!(
+            p.format.content_type,
+            "application/vnd.elasticsearch+json;compatible-with=8"
+        );
+        let p = plan(run(
+            &format!("{PATH}?format=json"),
+            &[("accept", vnd), ("content-type", vnd)],
+            true,
+        ));
+        assert_eq!(p.format.content_type, "application/json;compatible-with=8");
+        assert!(forwarded(run(
+            &format!("{PATH}?rest.exception.cause.skip=true"),
+            &[JSON],
+            true
+        )));
+    }
+
+    #[test]
+    fn content_type_406() {
+        let (status, headers, body) = answer(run(PATH, &[], true));
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(body, r#"{"error":"Content-Type header is missing","status":406}"#);
+        assert_eq!(headers[0], ("x-elastic-product".to_owned(), "Elasticsearch".to_owned()));
+        let (status, _, body) = answer(run(PATH, &[("content-type", "text/plain; charset=UTF-8")], true));
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(
+            body,
+            r#"{"error":"Content-Type header [text/plain; charset=UTF-8] is not supported","status":406}"#
+        );
+        let (_, _, body) = answer(run(&format!("{PATH}?pretty"), &[("content-type", "*/*")], true));
+        assert_eq!(
+            body,
+            "{\n  \"error\" : \"Content-Type header [*/*] is not supported\",\n  \"status\" : 406\n}\n"
+        );
+        assert!(forwarded(run(PATH, &[("content-type", "application/yaml")], true)));
+        // 406 comes after the channel's parameters.
+        let (status, _, _) = answer(run(&format!("{PATH}?human=x"), &[], true));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn absolute_form_targets_are_forwarded() {
+        assert!(forwarded(run(
+            "http://es:9200/_connector/my-connector/_error",
+            &[JSON],
+            true
+        )));
+    }
+
+    #[test]
+    fn single_valued_headers() {
+        assert!(forwarded(run(
+            PATH,
+            &[JSON, ("x-opaque-id", "a"), ("x-opaque-id", "b")],
+            true
+        )));
+        let p = plan(run(PATH, &[JSON, ("x-opaque-id", "a"), ("x-opaque-id", "a")], true));
+        assert_eq!(p.format.opaque_id, Some(HeaderValue::from_static("a")));
+    }
+}

@@ -1,0 +1,87 @@
+//! The body of `PUT /_connector/<id>/_error`, checked the way Elasticsearch checks it.
+//!
+//! Pure: bytes in, a [`BodyVerdict`] out. The answers match Elasticsearch's byte for byte
+//! (`es-connector-error.md` §3; the differential tests compare them with `../shared/oracle`).
+
+use bytes::Bytes;
+
+use super::error::EsError;
+
+/// What Elasticsearch does with a body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyVerdict {
+    /// Accepted. `literal` is the `error` value as a JSON literal, written the way Elasticsearch
+    /// writes strings (`null`, or a string with Jackson's escaping); the canonical body is
+    /// `{"error":<literal>}`.
+    Accept {
+        /// `null` or a JSON string literal.
+        literal: Bytes,
+    },
+    /// Rejected with this 400.
+    Reject(EsError),
+    /// esgate cannot tell what Elasticsearch would answer: forward the body unchanged.
+    Defer(&'static str),
+}
+
+impl BodyVerdict {
+    /// The canonical body for an accepted one: `{"error":<literal>}`.
+    pub fn canonical_body(literal: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(literal.len() + 10);
+        out.extend_from_slice(b"{\"error\":");
+        out.extend_from_slice(literal);
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+/// `UpdateConnectorErrorAction.Request.validate()` (V1) and the document id length checked when
+/// the update runs (V2, only with `check_length`). `id` is the percent-decoded path segment.
+pub fn check_connector_id(id: &str, check_length: bool) -> Result<(), EsError> {
+    if id.is_empty() {
+        return Err(EsError::bad_request(
+            "action_request_validation_exception",
+            "Validation Failed: 1: [connector_id] cannot be [null] or [\"\"].;",
+        ));
+    }
+    if check_length && id.len() > MAX_ID_BYTES {
+        return Err(EsError::bad_request(
+            "action_request_validation_exception",
+            format!(
+                "Validation Failed: 1: id [{id}] is too long, must be no longer than {MAX_ID_BYTES} bytes but was: {};",
+                id.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Elasticsearch's limit on document ids, in UTF-8 bytes.
+const MAX_ID_BYTES: usize = 512;
+
+/// Checks one request body. Never panics, whatever the bytes.
+pub fn check_body(body: &[u8]) -> BodyVerdict {
+    super::json::check(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connector_id_rules() {
+        let v1 = check_connector_id("", true)
+            .err()
+            .map(|e| String::from_utf8_lossy(&e.to_compact()).into_owned());
+        assert_eq!(
+            v1.as_deref(),
+            Some(
+                r#"{"error":{"root_cause":[{"type":"action_request_validation_exception","reason":"Validation Failed: 1: [connector_id] cannot be [null] or [\"\"].;"}],"type":"action_request_validation_exception","reason":"Validation Failed: 1: [connector_id] cannot be [null] or [\"\"].;"},"status":400}"#
+            )
+        );
+        let long = "x".repeat(513);
+        assert!(check_connector_id(&long, true).is_err());
+        assert!(check_connector_id(&long, false).is_ok());
+        assert!(check_connector_id(&"x".repeat(512), true).is_ok());
+        assert!(check_connector_id("a/b", true).is_ok());
+    }
+}
