@@ -5,10 +5,6 @@ use std::process::ExitCode;
 use esgate::config::{Config, LoadError, LogFormat};
 use esgate::Gateway;
 
-/// See Cargo.toml: measured cheaper per request than the system allocator (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
 

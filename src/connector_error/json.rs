@@ -30,6 +30,18 @@ const MAX_ERROR_TOKEN: usize = 256;
 /// Jackson's limit on the characters of a number, which Elasticsearch keeps.
 const MAX_NUMBER_LEN: usize = 1000;
 
+/// Why a body is forwarded unchecked.
+pub(crate) mod defer {
+    /// Jackson detects UTF-16 and UTF-32 and reads them with another parser, whose locations
+    /// count characters; whether Elasticsearch hands such bodies to Jackson intact is unverified.
+    pub(crate) const WIDE_ENCODING: &str = "the body is UTF-16 or UTF-32, which Jackson reads with another parser";
+    /// Jackson looks names up in a symbol table shared by all requests, keyed by 4-byte groups
+    /// padded with 0xFF bytes: a name holding byte 0xFF may match a name seen before (in any
+    /// earlier request), so Elasticsearch's answer depends on its history.
+    pub(crate) const FF_IN_NAME: &str =
+        "a field name holds byte 0xFF, which Jackson may match to a name it saw earlier";
+}
+
 /// Texts that name what Jackson expected.
 pub(crate) mod texts {
     /// After `Unrecognized token '…': was expecting `.
@@ -43,12 +55,21 @@ pub(crate) fn check(body: &[u8]) -> BodyVerdict {
     if body.is_empty() {
         return BodyVerdict::Reject(EsError::bad_request("parse_exception", "request body is required"));
     }
+    if let Some(literal) = canonical_literal(body) {
+        return BodyVerdict::Accept {
+            literal: Bytes::copy_from_slice(literal),
+        };
+    }
     let start = match detect_encoding(body) {
         Encoding::Utf8 { bom } => bom,
         Encoding::Other(why) => return BodyVerdict::Defer(why),
     };
     let mut parser = Parser::new(body, start);
-    match parser.parse() {
+    let parsed = parser.parse();
+    if let Some(why) = parser.deferred {
+        return BodyVerdict::Defer(why);
+    }
+    match parsed {
         Ok(Some(units)) => {
             let mut literal = Vec::with_capacity(units.len() + 2);
             write_utf16_literal(&mut literal, &units);
@@ -63,6 +84,19 @@ pub(crate) fn check(body: &[u8]) -> BodyVerdict {
     }
 }
 
+/// The common case, decided without the tokenizer: a body that already is canonical,
+/// `{"error":"…"}` with only printable ASCII other than `"` and `\` in the value. Jackson reads
+/// such a body exactly as written and writes the value back the same, so the literal is the
+/// body's own bytes.
+fn canonical_literal(body: &[u8]) -> Option<&[u8]> {
+    let inner = body.strip_prefix(b"{\"error\":")?.strip_suffix(b"}")?;
+    let value = inner.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    value
+        .iter()
+        .all(|b| matches!(b, 0x20..=0x7E) && *b != b'"' && *b != b'\\')
+        .then_some(inner)
+}
+
 // ===== encoding detection (Jackson's ByteSourceJsonBootstrapper) =====
 
 enum Encoding {
@@ -73,7 +107,7 @@ enum Encoding {
 }
 
 fn detect_encoding(b: &[u8]) -> Encoding {
-    const WIDE: Encoding = Encoding::Other("the body is UTF-16 or UTF-32, which Jackson reads with another parser");
+    const WIDE: Encoding = Encoding::Other(defer::WIDE_ENCODING);
     if b.len() >= 4 {
         let quad = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         match quad {
@@ -207,6 +241,8 @@ struct Parser<'a> {
     incomplete: bool,
     /// Field names seen in the root object, for duplicate detection.
     names: Vec<Vec<u16>>,
+    /// Set when the body turns out to be one esgate cannot judge.
+    deferred: Option<&'static str>,
 }
 
 impl<'a> Parser<'a> {
@@ -226,6 +262,7 @@ impl<'a> Parser<'a> {
             next: None,
             incomplete: false,
             names: Vec::new(),
+            deferred: None,
         }
     }
 
@@ -1152,6 +1189,10 @@ impl<'a> Parser<'a> {
                 _ => bytes.push(c),
             }
         }
+        if bytes.contains(&0xFF) {
+            self.deferred = Some(defer::FF_IN_NAME);
+            return Err(self.report_error("deferred"));
+        }
         self.decode_name(&bytes)
     }
 
@@ -1577,6 +1618,31 @@ mod tests {
             .contains("[1:10] [connector_update_error_request] error doesn't support values of type: VALUE_NUMBER"));
         assert!(verdict(br#"{"erro":"x"}"#).contains("unknown field [erro] did you mean [error]?"));
         assert!(verdict(b" ").contains("[1:0] [connector_update_error_request] Expected START_OBJECT but was: null"));
+    }
+
+    #[test]
+    fn the_canonical_shortcut_agrees_with_the_tokenizer() {
+        for body in [
+            &br#"{"error":"connection refused: db:5432/x"}"#[..],
+            br#"{"error":""}"#,
+            br#"{"error":"~ !#$%&'()*+,-./"}"#,
+        ] {
+            let short = canonical_literal(body).expect("canonical");
+            let mut parser = Parser::new(body, 0);
+            let units = parser.parse().ok().flatten().expect("accepted");
+            let mut full = Vec::new();
+            write_utf16_literal(&mut full, &units);
+            assert_eq!(short, &full[..]);
+        }
+        for body in [
+            &br#"{"error":"a\nb"}"#[..],
+            br#"{"error":"a"b"}"#,
+            b"{\"error\":\"\x7f\"}",
+            br#"{"error":null}"#,
+            br#"{"error":"x"} "#,
+        ] {
+            assert!(canonical_literal(body).is_none(), "{}", String::from_utf8_lossy(body));
+        }
     }
 
     #[test]
