@@ -517,6 +517,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The next byte; at the end of the input, Jackson's `_loadMoreGuaranteed` error.
+    #[inline]
     fn next_byte(&mut self) -> JResult<u8> {
         match self.buf.get(self.ptr) {
             Some(b) => {
@@ -1296,8 +1297,16 @@ impl<'a> Parser<'a> {
     /// `getText()` of the current string: decodes it up to its closing quote.
     fn text(&mut self) -> JResult<Vec<u16>> {
         self.incomplete = false;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         loop {
+            // Runs of plain ASCII are copied in bulk; everything else byte by byte.
+            let rest = &self.buf[self.ptr.min(self.buf.len())..];
+            let run = rest
+                .iter()
+                .position(|&b| !matches!(b, 0x20..=0x7F) || b == b'"' || b == b'\\')
+                .unwrap_or(rest.len());
+            out.extend(rest[..run].iter().map(|&b| u16::from(b)));
+            self.ptr += run;
             let c = self.next_byte()?;
             match c {
                 b'"' => return Ok(out),
@@ -1547,6 +1556,7 @@ fn push_utf16_as_wtf8(out: &mut Vec<u8>, units: &[u16]) {
 }
 
 /// UTF-8 (generalised: surrogates encoded as any other value) of one code point.
+#[inline]
 fn push_code_point_utf8(out: &mut Vec<u8>, c: u32) {
     if c < 0x80 {
         out.push(c as u8);
@@ -1571,9 +1581,11 @@ fn push_code_point_utf8(out: &mut Vec<u8>, c: u32) {
 /// A JSON string literal for UTF-16 units, as Jackson's UTF-8 generator writes it: `"`, `\` and
 /// control characters escaped, other BMP characters as UTF-8, every surrogate as `\uXXXX`.
 fn write_utf16_literal(out: &mut Vec<u8>, units: &[u16]) {
+    out.reserve(units.len() + 2);
     out.push(b'"');
     for &u in units {
         match u {
+            0x20..=0x7F if u != 0x22 && u != 0x5C => out.push(u as u8),
             0x22 => out.extend_from_slice(b"\\\""),
             0x5C => out.extend_from_slice(b"\\\\"),
             0x0A => out.extend_from_slice(b"\\n"),

@@ -178,12 +178,15 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool) -> Precheck {
     }
 
     // 10. Prepared here, answered by the caller only after a valid body.
-    let path =
-        decode_component(parts.uri.path().as_bytes(), false).unwrap_or_else(|_| format!("/_connector/{id}/_error"));
-    Precheck::Check(Plan {
-        format,
-        unrecognized: unrecognized(&path, &params.unconsumed()),
-    })
+    let unconsumed = params.unconsumed();
+    let unrecognized = if unconsumed.is_empty() {
+        None
+    } else {
+        let path =
+            decode_component(parts.uri.path().as_bytes(), false).unwrap_or_else(|_| format!("/_connector/{id}/_error"));
+        unrecognized(&path, &unconsumed)
+    };
+    Precheck::Check(Plan { format, unrecognized })
 }
 
 /// The channel's format for `negotiated`, `format` and `pretty`; `Err` when esgate cannot write
