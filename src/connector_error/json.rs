@@ -536,14 +536,9 @@ impl<'a> Parser<'a> {
         self.row_start = self.ptr;
     }
 
-    /// `_skipWSOrEnd`: the next significant byte, or -1 at a legitimate end of input.
-    fn skip_ws_or_end(&mut self) -> JResult<i32> {
-        loop {
-            if self.at_end() {
-                self.handle_eof()?;
-                return Ok(-1);
-            }
-            let c = self.buf[self.ptr];
+    /// The next byte that is not white space or part of a comment; `None` at the end of input.
+    fn next_significant(&mut self) -> JResult<Option<u8>> {
+        while let Some(&c) = self.buf.get(self.ptr) {
             self.ptr += 1;
             match c {
                 b'/' => self.skip_comment()?,
@@ -554,33 +549,31 @@ impl<'a> Parser<'a> {
                 }
                 b'\r' => self.skip_cr(),
                 0..=31 => return Err(self.invalid_space(i32::from(c))),
-                _ => return Ok(i32::from(c)),
+                _ => return Ok(Some(c)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// `_skipWSOrEnd`: the next significant byte, or -1 at a legitimate end of input.
+    fn skip_ws_or_end(&mut self) -> JResult<i32> {
+        match self.next_significant()? {
+            Some(c) => Ok(i32::from(c)),
+            None => {
+                self.handle_eof()?;
+                Ok(-1)
             }
         }
     }
 
     /// `_skipWS`, used after a comma: the end of input is a plain parse error there.
     fn skip_ws(&mut self) -> JResult<i32> {
-        loop {
-            if self.at_end() {
-                return Err(self.report_error(format!(
-                    "Unexpected end-of-input within/between {} entries",
-                    self.type_desc()
-                )));
-            }
-            let c = self.buf[self.ptr];
-            self.ptr += 1;
-            match c {
-                b'/' => self.skip_comment()?,
-                b' ' | b'\t' => {}
-                b'\n' => {
-                    self.row += 1;
-                    self.row_start = self.ptr;
-                }
-                b'\r' => self.skip_cr(),
-                0..=31 => return Err(self.invalid_space(i32::from(c))),
-                _ => return Ok(i32::from(c)),
-            }
+        match self.next_significant()? {
+            Some(c) => Ok(i32::from(c)),
+            None => Err(self.report_error(format!(
+                "Unexpected end-of-input within/between {} entries",
+                self.type_desc()
+            ))),
         }
     }
 
@@ -588,23 +581,11 @@ impl<'a> Parser<'a> {
     fn skip_colon(&mut self) -> JResult<i32> {
         let mut colon = false;
         loop {
-            if self.at_end() {
-                return Err(self.invalid_eof(&format!(" within/between {} entries", self.type_desc())));
-            }
-            let c = self.buf[self.ptr];
-            self.ptr += 1;
-            match c {
-                b'/' => self.skip_comment()?,
-                b' ' | b'\t' => {}
-                b'\n' => {
-                    self.row += 1;
-                    self.row_start = self.ptr;
-                }
-                b'\r' => self.skip_cr(),
-                0..=31 => return Err(self.invalid_space(i32::from(c))),
-                _ if colon => return Ok(i32::from(c)),
-                b':' => colon = true,
-                _ => {
+            match self.next_significant()? {
+                None => return Err(self.invalid_eof(&format!(" within/between {} entries", self.type_desc()))),
+                Some(c) if colon => return Ok(i32::from(c)),
+                Some(b':') => colon = true,
+                Some(c) => {
                     return Err(
                         self.unexpected_char(i32::from(c), "was expecting a colon to separate field name and value")
                     )

@@ -118,14 +118,7 @@ mod tests {
 
     #[test]
     fn ranked_by_similarity_then_name() {
-        let candidates = [
-            "format",
-            "filter_path",
-            "pretty",
-            "human",
-            "error_trace",
-            "connector_id",
-        ];
+        let candidates = super::super::params::CONSUMED;
         // 0.5714 for format, 0.5454 for filter_path.
         assert_eq!(ranked(&utf16("fo_path"), &candidates), ["format", "filter_path"]);
         // A tie (0.5454 each) is ordered by name.
