@@ -439,22 +439,23 @@ impl<'a> Parser<'a> {
     }
 
     fn unexpected_char(&self, ch: i32, comment: &str) -> JacksonError {
-        let mut msg = b"Unexpected character (".to_vec();
-        char_desc(&mut msg, ch);
-        msg.push(b')');
-        if !comment.is_empty() {
-            msg.extend_from_slice(b": ");
-            msg.extend_from_slice(comment.as_bytes());
-        }
-        self.error_at(msg, self.location_minus_one())
+        let tail = if comment.is_empty() {
+            ")".to_owned()
+        } else {
+            format!("): {comment}")
+        };
+        self.error_at(
+            char_message("Unexpected character (", ch, &tail),
+            self.location_minus_one(),
+        )
     }
 
     fn unexpected_number_char(&self, ch: i32, comment: &str) -> JacksonError {
-        let mut msg = b"Unexpected character (".to_vec();
-        char_desc(&mut msg, ch);
-        msg.extend_from_slice(b") in numeric value: ");
-        msg.extend_from_slice(comment.as_bytes());
-        self.error_at(msg, self.location_minus_one())
+        let tail = format!(") in numeric value: {comment}");
+        self.error_at(
+            char_message("Unexpected character (", ch, &tail),
+            self.location_minus_one(),
+        )
     }
 
     fn invalid_eof(&self, suffix: &str) -> JacksonError {
@@ -471,23 +472,21 @@ impl<'a> Parser<'a> {
     }
 
     fn invalid_space(&self, c: i32) -> JacksonError {
-        let mut msg = b"Illegal character (".to_vec();
-        char_desc(&mut msg, c);
-        msg.extend_from_slice(b"): only regular white space (\\r, \\n, \\t) is allowed between tokens");
+        let mut tail = String::from("): only regular white space (\\r, \\n, \\t) is allowed between tokens");
         if c == 0x1E {
-            msg.extend_from_slice(
-                b" (consider enabling `JsonReadFeature.ALLOW_RS_CONTROL_CHAR` to allow use of Record Separators (\\u001E))",
+            tail.push_str(
+                " (consider enabling `JsonReadFeature.ALLOW_RS_CONTROL_CHAR` to allow use of Record Separators (\\u001E))",
             );
         }
-        self.error_at(msg, self.current_location())
+        self.error_at(char_message("Illegal character (", c, &tail), self.current_location())
     }
 
     fn unquoted_space(&self, c: i32, what: &str) -> JacksonError {
-        let mut msg = b"Illegal unquoted character (".to_vec();
-        char_desc(&mut msg, c);
-        msg.extend_from_slice(b"): has to be escaped using backslash to be included in ");
-        msg.extend_from_slice(what.as_bytes());
-        self.error_at(msg, self.location_minus_one())
+        let tail = format!("): has to be escaped using backslash to be included in {what}");
+        self.error_at(
+            char_message("Illegal unquoted character (", c, &tail),
+            self.location_minus_one(),
+        )
     }
 
     fn invalid_initial(&self, b: u8) -> JacksonError {
@@ -1362,6 +1361,14 @@ fn comment_code(c: u8) -> CommentCode {
         _ if c & 0xF8 == 0xF0 => CommentCode::Utf8(4),
         _ => CommentCode::Invalid,
     }
+}
+
+/// `head`, the character as Jackson names it, `tail`.
+fn char_message(head: &str, ch: i32, tail: &str) -> Vec<u8> {
+    let mut msg = head.as_bytes().to_vec();
+    char_desc(&mut msg, ch);
+    msg.extend_from_slice(tail.as_bytes());
+    msg
 }
 
 /// `_getCharDesc`: how Jackson names a character in a message.
