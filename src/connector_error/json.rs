@@ -929,30 +929,26 @@ impl<'a> Parser<'a> {
 
     /// `_decodeCharForError`: decodes a character from its first byte and the bytes at `ptr`.
     fn decode_char_for_error(&mut self, first: u8) -> JResult<u32> {
-        let mut c = u32::from(first);
-        if c <= 0x7F {
-            return Ok(c);
+        if first <= 0x7F {
+            return Ok(u32::from(first));
         }
-        let needed = if c & 0xE0 == 0xC0 {
-            c &= 0x1F;
-            1
-        } else if c & 0xF0 == 0xE0 {
-            c &= 0x0F;
-            2
-        } else if c & 0xF8 == 0xF0 {
-            c &= 0x07;
-            3
-        } else {
+        let Some((bits, needed)) = utf8_lead(first) else {
             return Err(self.invalid_initial(first));
         };
+        self.continuation_bytes(bits, needed)
+    }
+
+    /// Reads `needed` continuation bytes after a lead byte carrying `bits`; no range checks, as
+    /// Jackson makes none.
+    fn continuation_bytes(&mut self, mut bits: u32, needed: usize) -> JResult<u32> {
         for _ in 0..needed {
             let d = self.next_byte()?;
             if d & 0xC0 != 0x80 {
                 return Err(self.invalid_other(d));
             }
-            c = (c << 6) | u32::from(d & 0x3F);
+            bits = (bits << 6) | u32::from(d & 0x3F);
         }
-        Ok(c)
+        Ok(bits)
     }
 
     // ----- numbers: read whole, never decoded (Elasticsearch only looks at the token type)
@@ -1198,13 +1194,7 @@ impl<'a> Parser<'a> {
                 units.push(u16::from(c));
                 continue;
             }
-            let (mut v, needed) = if c & 0xE0 == 0xC0 {
-                (u32::from(c & 0x1F), 1)
-            } else if c & 0xF0 == 0xE0 {
-                (u32::from(c & 0x0F), 2)
-            } else if c & 0xF8 == 0xF0 {
-                (u32::from(c & 0x07), 3)
-            } else {
+            let Some((mut v, needed)) = utf8_lead(c) else {
                 return Err(self.invalid_initial(c));
             };
             if i + needed > bytes.len() {
@@ -1300,22 +1290,10 @@ impl<'a> Parser<'a> {
 
     /// Decodes one multi-byte UTF-8 character of a string value into UTF-16 units.
     fn decode_utf8_into(&mut self, c: u8, out: &mut Vec<u16>) -> JResult<()> {
-        let (mut v, needed) = if c & 0xE0 == 0xC0 {
-            (u32::from(c & 0x1F), 1)
-        } else if c & 0xF0 == 0xE0 {
-            (u32::from(c & 0x0F), 2)
-        } else if c & 0xF8 == 0xF0 {
-            (u32::from(c & 0x07), 3)
-        } else {
+        let Some((bits, needed)) = utf8_lead(c) else {
             return Err(self.invalid_char(c));
         };
-        for _ in 0..needed {
-            let d = self.next_byte()?;
-            if d & 0xC0 != 0x80 {
-                return Err(self.invalid_other(d));
-            }
-            v = (v << 6) | u32::from(d & 0x3F);
-        }
+        let v = self.continuation_bytes(bits, needed)?;
         match needed {
             2 if (0xD800..=0xDFFF).contains(&v) => return Err(self.invalid_surrogate(v)),
             3 => {
@@ -1356,10 +1334,21 @@ fn comment_code(c: u8) -> CommentCode {
         b'*' => CommentCode::Star,
         0..=31 => CommentCode::Invalid,
         0x20..=0x7F => CommentCode::Plain,
-        _ if c & 0xE0 == 0xC0 => CommentCode::Utf8(2),
-        _ if c & 0xF0 == 0xE0 => CommentCode::Utf8(3),
-        _ if c & 0xF8 == 0xF0 => CommentCode::Utf8(4),
-        _ => CommentCode::Invalid,
+        _ => match utf8_lead(c) {
+            Some((_, needed)) => CommentCode::Utf8(needed + 1),
+            None => CommentCode::Invalid,
+        },
+    }
+}
+
+/// A UTF-8 lead byte as Jackson classifies it (`0xC0`/`0xC1` and `0xF5`..`0xF7` included): the
+/// value bits it carries and how many continuation bytes follow; `None` for any other byte.
+fn utf8_lead(c: u8) -> Option<(u32, usize)> {
+    match c {
+        _ if c & 0xE0 == 0xC0 => Some((u32::from(c & 0x1F), 1)),
+        _ if c & 0xF0 == 0xE0 => Some((u32::from(c & 0x0F), 2)),
+        _ if c & 0xF8 == 0xF0 => Some((u32::from(c & 0x07), 3)),
+        _ => None,
     }
 }
 
