@@ -1,26 +1,31 @@
-//! The admin listener: health endpoints on a port of their own, so that no Elasticsearch path is
-//! ever shadowed by them.
+//! The admin listener: health, readiness and metrics on a port of their own, so that no
+//! Elasticsearch path is ever shadowed by them.
 //!
 //! * `GET /healthz`: 200 while the process runs.
-//! * `GET /readyz`: 200 while esgate accepts traffic, 503 once it is draining, so that a load
-//!   balancer or Kubernetes stops sending before the listener closes.
+//! * `GET /readyz`: 200 when at least one upstream node answers and esgate is not draining; 503
+//!   otherwise. On SIGTERM readiness goes false first, so that a load balancer or Kubernetes
+//!   stops sending before the listener closes.
+//! * `GET /metrics`: Prometheus text format ([`crate::metrics`]).
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 
 use crate::body::Body;
 use crate::es_error::json_response;
+use crate::metrics::{self, Metrics, NodeState};
+use crate::upstream::Upstream;
 
-/// Readiness shared between the gateway and its admin endpoints.
+/// The draining latch shared between the gateway and its admin endpoints.
 #[derive(Clone, Debug)]
 pub struct Readiness(Arc<AtomicBool>);
 
 impl Readiness {
-    /// Ready from the start.
+    /// Not draining.
     pub fn new() -> Self {
         Readiness(Arc::new(AtomicBool::new(true)))
     }
@@ -42,15 +47,51 @@ impl Default for Readiness {
     }
 }
 
-/// Answers one admin request.
-pub async fn handle<B>(readiness: Readiness, req: Request<B>) -> Result<Response<Body>, Infallible> {
-    let response = match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/healthz") => status(StatusCode::OK, "ok"),
-        (&Method::GET | &Method::HEAD, "/readyz") if readiness.is_ready() => status(StatusCode::OK, "ready"),
-        (&Method::GET | &Method::HEAD, "/readyz") => status(StatusCode::SERVICE_UNAVAILABLE, "draining"),
-        _ => status(StatusCode::NOT_FOUND, "not found"),
-    };
-    Ok(response)
+/// What the admin endpoints look at.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    /// Draining or not.
+    pub readiness: Readiness,
+    /// The nodes and whether they answer.
+    pub upstream: Upstream,
+    /// The figures `/metrics` shows.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Admin {
+    /// Not draining and at least one node answers.
+    pub fn is_ready(&self) -> bool {
+        self.readiness.is_ready() && self.upstream.nodes().any_answering()
+    }
+
+    /// Answers one admin request.
+    pub async fn handle<B>(self, req: Request<B>) -> Result<Response<Body>, Infallible> {
+        let get = matches!(*req.method(), Method::GET | Method::HEAD);
+        let response = match (get, req.uri().path()) {
+            (true, "/healthz") => status(StatusCode::OK, "ok"),
+            (true, "/readyz") if !self.readiness.is_ready() => status(StatusCode::SERVICE_UNAVAILABLE, "draining"),
+            (true, "/readyz") if self.is_ready() => status(StatusCode::OK, "ready"),
+            (true, "/readyz") => status(StatusCode::SERVICE_UNAVAILABLE, "no upstream node answers"),
+            (true, "/metrics") => self.metrics_page(),
+            _ => status(StatusCode::NOT_FOUND, "not found"),
+        };
+        Ok(response)
+    }
+
+    fn metrics_page(&self) -> Response<Body> {
+        let nodes: Vec<NodeState<'_>> = self
+            .upstream
+            .nodes()
+            .states()
+            .map(|(node, up)| NodeState { node, up })
+            .collect();
+        let text = self.metrics.render(&nodes, self.is_ready());
+        let mut response = Response::new(Body::full(Bytes::from(text)));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE));
+        response
+    }
 }
 
 fn status(code: StatusCode, text: &'static str) -> Response<Body> {

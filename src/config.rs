@@ -72,6 +72,9 @@ pub struct Cli {
     /// Send the node's own host:port as Host instead of the client's [upstream.rewrite_host].
     #[arg(long, env = "ESGATE_REWRITE_HOST", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     rewrite_host: Option<String>,
+    /// How often the admin listener's readiness probes each node [upstream.health_check_interval].
+    #[arg(long, env = "ESGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
+    health_check_interval: Option<String>,
     /// Keep the letter case of header names on the wire [upstream.preserve_header_case].
     #[arg(long, env = "ESGATE_PRESERVE_HEADER_CASE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     preserve_header_case: Option<String>,
@@ -84,6 +87,61 @@ pub struct Cli {
     /// How long a credential check is remembered [connector_error.auth_cache_ttl].
     #[arg(long, env = "ESGATE_AUTH_CACHE_TTL", value_name = "DURATION")]
     auth_cache_ttl: Option<String>,
+    /// Validate and audit Update-connector-error calls but forward every one [connector_error.report_only].
+    #[arg(long, env = "ESGATE_REPORT_ONLY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    report_only: Option<String>,
+    /// Write audit events to stdout, one JSON line each [audit.stdout].
+    #[arg(long, env = "ESGATE_AUDIT_STDOUT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    audit_stdout: Option<String>,
+    /// Append audit events to this file; reopened on SIGHUP [audit.file].
+    #[arg(long, env = "ESGATE_AUDIT_FILE", value_name = "FILE")]
+    audit_file: Option<String>,
+    /// Audit every request, not only Update-connector-error calls (access-log mode) [audit.all_requests].
+    #[arg(long, env = "ESGATE_AUDIT_ALL_REQUESTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    audit_all_requests: Option<String>,
+    /// Audit events waiting to be written; beyond it they are dropped and counted [audit.queue_size].
+    #[arg(long, env = "ESGATE_AUDIT_QUEUE_SIZE", value_name = "N")]
+    audit_queue_size: Option<String>,
+    /// Longest connector error text kept in an audit event, in bytes [audit.max_error_length].
+    #[arg(long, env = "ESGATE_AUDIT_MAX_ERROR_LENGTH", value_name = "BYTES")]
+    audit_max_error_length: Option<String>,
+    /// Mask passwords, tokens and URL credentials inside audited error texts [audit.redact_error_secrets].
+    #[arg(long, env = "ESGATE_AUDIT_REDACT_ERROR_SECRETS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    audit_redact_error_secrets: Option<String>,
+    /// Also write audit events to this Elasticsearch with _bulk [audit.elasticsearch_url].
+    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_URL", value_name = "URL")]
+    audit_elasticsearch_url: Option<String>,
+    /// Data stream the audit events go to [audit.elasticsearch_data_stream].
+    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_DATA_STREAM", value_name = "NAME")]
+    audit_elasticsearch_data_stream: Option<String>,
+    /// API key (base64 `id:key`, as Elasticsearch issues it) for the audit writes [audit.elasticsearch_api_key].
+    #[arg(
+        long,
+        env = "ESGATE_AUDIT_ELASTICSEARCH_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    audit_elasticsearch_api_key: Option<String>,
+    /// User name for the audit writes, with the password [audit.elasticsearch_username].
+    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_USERNAME", value_name = "NAME")]
+    audit_elasticsearch_username: Option<String>,
+    /// Password for the audit writes [audit.elasticsearch_password].
+    #[arg(
+        long,
+        env = "ESGATE_AUDIT_ELASTICSEARCH_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    audit_elasticsearch_password: Option<String>,
+    /// Most audit events per _bulk request [audit.elasticsearch_batch_size].
+    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_BATCH_SIZE", value_name = "N")]
+    audit_elasticsearch_batch_size: Option<String>,
+    /// Longest time an audit event waits for its batch [audit.elasticsearch_flush_interval].
+    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_FLUSH_INTERVAL", value_name = "DURATION")]
+    audit_elasticsearch_flush_interval: Option<String>,
+    /// Audit events held while Elasticsearch is slow or down [audit.elasticsearch_buffer].
+    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_BUFFER", value_name = "N")]
+    audit_elasticsearch_buffer: Option<String>,
     /// Log filter: a level or tracing directives; RUST_LOG is used when none is set [log.level].
     #[arg(long, env = "ESGATE_LOG_LEVEL", value_name = "FILTER")]
     log_level: Option<String>,
@@ -128,10 +186,26 @@ settings! {
     DEAD_BACKOFF = "upstream.dead_node_backoff", "--dead-node-backoff", "ESGATE_DEAD_NODE_BACKOFF";
     MAX_DEAD_BACKOFF = "upstream.max_dead_node_backoff", "--max-dead-node-backoff", "ESGATE_MAX_DEAD_NODE_BACKOFF";
     REWRITE_HOST = "upstream.rewrite_host", "--rewrite-host", "ESGATE_REWRITE_HOST";
+    HEALTH_CHECK_INTERVAL = "upstream.health_check_interval", "--health-check-interval", "ESGATE_HEALTH_CHECK_INTERVAL";
     PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
     MAX_ERROR_BODY = "connector_error.max_body_size", "--max-error-body-size", "ESGATE_MAX_ERROR_BODY_SIZE";
     CHECK_AUTH = "connector_error.check_auth", "--check-auth", "ESGATE_CHECK_AUTH";
     AUTH_CACHE_TTL = "connector_error.auth_cache_ttl", "--auth-cache-ttl", "ESGATE_AUTH_CACHE_TTL";
+    REPORT_ONLY = "connector_error.report_only", "--report-only", "ESGATE_REPORT_ONLY";
+    AUDIT_STDOUT = "audit.stdout", "--audit-stdout", "ESGATE_AUDIT_STDOUT";
+    AUDIT_FILE = "audit.file", "--audit-file", "ESGATE_AUDIT_FILE";
+    AUDIT_ALL = "audit.all_requests", "--audit-all-requests", "ESGATE_AUDIT_ALL_REQUESTS";
+    AUDIT_QUEUE = "audit.queue_size", "--audit-queue-size", "ESGATE_AUDIT_QUEUE_SIZE";
+    AUDIT_MAX_ERROR = "audit.max_error_length", "--audit-max-error-length", "ESGATE_AUDIT_MAX_ERROR_LENGTH";
+    AUDIT_REDACT = "audit.redact_error_secrets", "--audit-redact-error-secrets", "ESGATE_AUDIT_REDACT_ERROR_SECRETS";
+    AUDIT_ES_URL = "audit.elasticsearch_url", "--audit-elasticsearch-url", "ESGATE_AUDIT_ELASTICSEARCH_URL";
+    AUDIT_ES_STREAM = "audit.elasticsearch_data_stream", "--audit-elasticsearch-data-stream", "ESGATE_AUDIT_ELASTICSEARCH_DATA_STREAM";
+    AUDIT_ES_API_KEY = "audit.elasticsearch_api_key", "--audit-elasticsearch-api-key", "ESGATE_AUDIT_ELASTICSEARCH_API_KEY";
+    AUDIT_ES_USER = "audit.elasticsearch_username", "--audit-elasticsearch-username", "ESGATE_AUDIT_ELASTICSEARCH_USERNAME";
+    AUDIT_ES_PASSWORD = "audit.elasticsearch_password", "--audit-elasticsearch-password", "ESGATE_AUDIT_ELASTICSEARCH_PASSWORD";
+    AUDIT_ES_BATCH = "audit.elasticsearch_batch_size", "--audit-elasticsearch-batch-size", "ESGATE_AUDIT_ELASTICSEARCH_BATCH_SIZE";
+    AUDIT_ES_FLUSH = "audit.elasticsearch_flush_interval", "--audit-elasticsearch-flush-interval", "ESGATE_AUDIT_ELASTICSEARCH_FLUSH_INTERVAL";
+    AUDIT_ES_BUFFER = "audit.elasticsearch_buffer", "--audit-elasticsearch-buffer", "ESGATE_AUDIT_ELASTICSEARCH_BUFFER";
     LOG_LEVEL = "log.level", "--log-level", "ESGATE_LOG_LEVEL";
     LOG_FORMAT = "log.format", "--log-format", "ESGATE_LOG_FORMAT";
 }
@@ -145,6 +219,8 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// The checks of the Update connector error API.
     pub connector_error: ConnectorErrorConfig,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -193,6 +269,8 @@ pub struct UpstreamConfig {
     pub rewrite_host: bool,
     /// Keep header-name case as received (costs an allocation per header).
     pub preserve_header_case: bool,
+    /// How often each node is probed for readiness (with an admin listener only).
+    pub health_check_interval: Duration,
 }
 
 /// The checks of the Update connector error API.
@@ -207,6 +285,100 @@ pub struct ConnectorErrorConfig {
     pub check_auth: bool,
     /// How long a credential check is remembered.
     pub auth_cache_ttl: Duration,
+    /// Check and audit, but forward every call: shows what esgate would refuse before it does.
+    pub report_only: bool,
+}
+
+/// The audit trail: one JSON line per intercepted call (or per request, in access-log mode).
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// Write events to stdout (logs go to stderr, so the two never mix).
+    pub stdout: bool,
+    /// Append events to this file, reopened on SIGHUP (log rotation).
+    pub file: Option<PathBuf>,
+    /// Audit every request, not only the intercepted route.
+    pub all_requests: bool,
+    /// Events waiting for the writer; when full, new events are dropped and counted rather than
+    /// making a request wait.
+    pub queue_size: usize,
+    /// The connector error text is cut to this many bytes (at a character boundary).
+    pub max_error_length: usize,
+    /// Mask secrets (URL credentials, `password=…`, tokens) inside the error text.
+    pub redact_error_secrets: bool,
+    /// Also index events into Elasticsearch.
+    pub elasticsearch: Option<AuditElasticsearch>,
+}
+
+impl AuditConfig {
+    /// True when at least one sink is configured.
+    pub fn enabled(&self) -> bool {
+        self.stdout || self.file.is_some() || self.elasticsearch.is_some()
+    }
+}
+
+/// Where and how audit events are indexed into Elasticsearch.
+#[derive(Clone, Debug)]
+pub struct AuditElasticsearch {
+    /// The node the `_bulk` requests go to (directly, not through the gateway).
+    pub url: NodeUrl,
+    /// The data stream (`logs-esgate.audit-default`).
+    pub data_stream: String,
+    /// Credentials of the audit writer.
+    pub credentials: Option<Credentials>,
+    /// Most events per `_bulk` request.
+    pub batch_size: usize,
+    /// Longest time an event waits for its batch to fill.
+    pub flush_interval: Duration,
+    /// Events held while Elasticsearch is slow or down; beyond it they are dropped and counted.
+    pub buffer: usize,
+}
+
+/// Credentials esgate itself uses.
+#[derive(Clone, Debug)]
+pub enum Credentials {
+    /// `Authorization: ApiKey <key>`.
+    ApiKey(Secret),
+    /// `Authorization: Basic …`.
+    Basic {
+        /// The user.
+        username: String,
+        /// Its password.
+        password: Secret,
+    },
+}
+
+impl Credentials {
+    /// The `Authorization` header value, marked sensitive.
+    pub fn header(&self) -> Option<http::HeaderValue> {
+        let text = match self {
+            Credentials::ApiKey(key) => format!("ApiKey {}", key.expose()),
+            Credentials::Basic { username, password } => {
+                use base64::Engine;
+                let pair = format!("{username}:{}", password.expose());
+                format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair))
+            }
+        };
+        let mut value = http::HeaderValue::try_from(text).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
+/// A secret: printed as `[redacted]`, so that `--check-config` and debug logs never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
 }
 
 /// An upstream node's address, taken from an `http://host[:port]` URL.
@@ -372,7 +544,7 @@ impl Sources {
                     return Err(ConfigError::new(
                         section.as_str(),
                         format!("from {}", self.file_name),
-                        "unknown key (settings live in the [server], [upstream], [connector_error] and [log] tables)",
+                        "unknown key (settings live in the [server], [upstream], [connector_error], [audit] and [log] tables)",
                     ))
                 }
             }
@@ -473,6 +645,12 @@ impl Config {
             )?,
             rewrite_host: flag(&mut src, REWRITE_HOST, "rewrite_host")?,
             preserve_header_case: flag(&mut src, PRESERVE_CASE, "preserve_header_case")?,
+            health_check_interval: duration(
+                &mut src,
+                HEALTH_CHECK_INTERVAL,
+                "health_check_interval",
+                Duration::from_secs(5),
+            )?,
         };
         let connector_error = ConnectorErrorConfig {
             max_body_size: opt(
@@ -483,7 +661,9 @@ impl Config {
             .unwrap_or(100 * 1024 * 1024),
             check_auth: flag(&mut src, CHECK_AUTH, "check_auth")?,
             auth_cache_ttl: duration(&mut src, AUTH_CACHE_TTL, "auth_cache_ttl", Duration::from_secs(30))?,
+            report_only: flag(&mut src, REPORT_ONLY, "report_only")?,
         };
+        let audit = audit(&mut src)?;
         let log = LogConfig {
             filter: match src.get(LOG_LEVEL, "log_level") {
                 Some(v) => {
@@ -507,6 +687,7 @@ impl Config {
             server,
             upstream,
             connector_error,
+            audit,
             log,
         };
         config.validate()?;
@@ -528,6 +709,13 @@ impl Config {
                 MAX_HEADER_SIZE.key,
                 "checked",
                 "must be at least 1KiB",
+            ));
+        }
+        if u.health_check_interval.is_zero() {
+            return Err(ConfigError::new(
+                HEALTH_CHECK_INTERVAL.key,
+                "checked",
+                "must be longer than 0",
             ));
         }
         if u.connect_timeout.is_zero() {
@@ -564,6 +752,155 @@ fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::new("--config", format!("file {name}"), e.message().to_owned()))?;
     Ok(table)
+}
+
+/// The `[audit]` table.
+fn audit(src: &mut Sources) -> Result<AuditConfig, ConfigError> {
+    let stdout = flag(src, AUDIT_STDOUT, "audit_stdout")?;
+    let file = match src.get(AUDIT_FILE, "audit_file") {
+        Some(v) => match v.text(AUDIT_FILE)? {
+            "" => return Err(v.err(AUDIT_FILE, "expected a file path")),
+            path => Some(PathBuf::from(path)),
+        },
+        None => None,
+    };
+    let all_requests = flag(src, AUDIT_ALL, "audit_all_requests")?;
+    let queue_size = number(src, AUDIT_QUEUE, "audit_queue_size", 1..=1 << 20)?.unwrap_or(8192);
+    let max_error_length = opt(
+        src.get(AUDIT_MAX_ERROR, "audit_max_error_length"),
+        AUDIT_MAX_ERROR,
+        parse_size,
+    )?
+    .unwrap_or(1024);
+    let redact_error_secrets = flag(src, AUDIT_REDACT, "audit_redact_error_secrets")?;
+
+    let url = src.get(AUDIT_ES_URL, "audit_elasticsearch_url");
+    let data_stream = match src.get(AUDIT_ES_STREAM, "audit_elasticsearch_data_stream") {
+        Some(v) => {
+            let name = v.text(AUDIT_ES_STREAM)?;
+            check_data_stream_name(name).map_err(|why| v.err(AUDIT_ES_STREAM, why))?;
+            name.to_owned()
+        }
+        None => "logs-esgate.audit-default".to_owned(),
+    };
+    let api_key = src.get(AUDIT_ES_API_KEY, "audit_elasticsearch_api_key");
+    let username = src.get(AUDIT_ES_USER, "audit_elasticsearch_username");
+    let password = src.get(AUDIT_ES_PASSWORD, "audit_elasticsearch_password");
+    let credentials = match (api_key, username, password) {
+        (None, None, None) => None,
+        (Some(key), None, None) => Some(Credentials::ApiKey(Secret(
+            non_empty(&key, AUDIT_ES_API_KEY)?.to_owned(),
+        ))),
+        (None, Some(user), Some(password)) => Some(Credentials::Basic {
+            username: non_empty(&user, AUDIT_ES_USER)?.to_owned(),
+            password: Secret(password.text(AUDIT_ES_PASSWORD)?.to_owned()),
+        }),
+        (Some(_), _, _) => {
+            return Err(ConfigError::new(
+                AUDIT_ES_API_KEY.key,
+                "checked",
+                "give either an API key or a username and password, not both",
+            ))
+        }
+        (None, Some(_), None) => {
+            return Err(ConfigError::new(
+                AUDIT_ES_PASSWORD.key,
+                "checked",
+                "a username needs a password",
+            ))
+        }
+        (None, None, Some(_)) => {
+            return Err(ConfigError::new(
+                AUDIT_ES_USER.key,
+                "checked",
+                "a password needs a username",
+            ))
+        }
+    };
+    let batch_size = number(src, AUDIT_ES_BATCH, "audit_elasticsearch_batch_size", 1..=100_000)?.unwrap_or(500);
+    let flush_interval = duration(
+        src,
+        AUDIT_ES_FLUSH,
+        "audit_elasticsearch_flush_interval",
+        Duration::from_secs(1),
+    )?;
+    let buffer = number(src, AUDIT_ES_BUFFER, "audit_elasticsearch_buffer", 1..=10_000_000)?.unwrap_or(10_000);
+    let elasticsearch = match url {
+        None => None,
+        Some(v) => {
+            let url = parse_node_url(v.text(AUDIT_ES_URL)?.trim()).map_err(|why| v.err(AUDIT_ES_URL, why))?;
+            if flush_interval.is_zero() {
+                return Err(ConfigError::new(AUDIT_ES_FLUSH.key, "checked", "must be longer than 0"));
+            }
+            if buffer < batch_size {
+                return Err(ConfigError::new(
+                    AUDIT_ES_BUFFER.key,
+                    "checked against audit.elasticsearch_batch_size",
+                    "must hold at least one batch",
+                ));
+            }
+            Some(AuditElasticsearch {
+                url,
+                data_stream,
+                credentials,
+                batch_size,
+                flush_interval,
+                buffer,
+            })
+        }
+    };
+    Ok(AuditConfig {
+        stdout,
+        file,
+        all_requests,
+        queue_size,
+        max_error_length,
+        redact_error_secrets,
+        elasticsearch,
+    })
+}
+
+/// Elasticsearch's index-name rules, as far as a data stream name needs them.
+fn check_data_stream_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 255 {
+        return Err("expected a data stream name of 1 to 255 bytes");
+    }
+    if name.starts_with(['-', '_', '+', '.']) {
+        return Err("a data stream name must not start with -, _, + or .");
+    }
+    if name.chars().any(|c| c.is_uppercase() || "\\/*?\"<>| ,#:".contains(c)) {
+        return Err("a data stream name is lowercase, without spaces or any of \\/*?\"<>|,#:");
+    }
+    Ok(())
+}
+
+fn non_empty(v: &Value, setting: Setting) -> Result<&str, ConfigError> {
+    match v.text(setting)? {
+        "" => Err(v.err(setting, "must not be empty")),
+        text => Ok(text),
+    }
+}
+
+fn number(
+    src: &mut Sources,
+    setting: Setting,
+    id: &str,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<Option<usize>, ConfigError> {
+    let Some(v) = src.get(setting, id) else {
+        return Ok(None);
+    };
+    let n = match &v.raw {
+        Raw::Toml(toml::Value::Integer(i)) => usize::try_from(*i).ok(),
+        _ => v.text(setting)?.trim().parse().ok(),
+    };
+    match n.filter(|n| range.contains(n)) {
+        Some(n) => Ok(Some(n)),
+        None => Err(v.err(
+            setting,
+            format!("expected a whole number from {} to {}", range.start(), range.end()),
+        )),
+    }
 }
 
 fn opt<T>(

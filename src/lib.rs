@@ -8,17 +8,23 @@
 //! * [`server::Gateway`]: listeners, worker threads and graceful shutdown;
 //! * [`config`]: flags, environment and file;
 //! * [`es_error`]: Elasticsearch's error envelope;
+//! * [`observe`]: the outermost layer, which feeds [`metrics`] and the [`audit`] trail;
+//! * [`metrics`]: the Prometheus metrics registry;
+//! * [`admin`]: health, readiness and metrics on a port of their own;
 //! * [`dev`]: the built-in development upstream.
 #![warn(missing_docs, rust_2018_idioms, missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod config;
 pub mod connector_error;
 pub mod dev;
 pub mod es_error;
 pub mod hop;
+pub mod metrics;
+pub mod observe;
 pub mod server;
 pub mod stack;
 pub mod upstream;

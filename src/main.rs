@@ -38,7 +38,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal();
+    wait_for_signal(&gateway);
     tracing::info!("shutting down");
     gateway.shutdown();
     ExitCode::SUCCESS
@@ -56,8 +56,8 @@ fn init_tracing(config: &Config) {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT.
-fn wait_for_signal() {
+/// Blocks until SIGTERM or SIGINT; SIGHUP reopens the audit file.
+fn wait_for_signal(gateway: &Gateway) {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -67,13 +67,23 @@ fn wait_for_signal() {
     };
     rt.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
             tracing::error!("cannot install signal handlers");
             return;
         };
-        tokio::select! {
-            _ = term.recv() => tracing::info!(signal = "SIGTERM", "signal received"),
-            _ = int.recv() => tracing::info!(signal = "SIGINT", "signal received"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!(signal = "SIGTERM", "signal received"),
+                _ = int.recv() => return tracing::info!(signal = "SIGINT", "signal received"),
+                _ = hup.recv() => {
+                    tracing::info!(signal = "SIGHUP", "signal received");
+                    gateway.reopen_audit();
+                }
+            }
         }
     });
 }

@@ -24,10 +24,12 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::admin::{self, Readiness};
+use crate::admin::{Admin, Readiness};
+use crate::audit::{self, AuditThread};
 use crate::body::Body;
 use crate::config::{Config, NodeUrl};
 use crate::dev::DevUpstream;
+use crate::metrics::Metrics;
 use crate::stack::Stack;
 use crate::upstream::{ConnInfo, Upstream};
 
@@ -59,6 +61,8 @@ pub struct Gateway {
     /// Stopped after the workers, so that `/readyz` answers "draining" while they drain.
     aux_shutdown: watch::Sender<bool>,
     aux: Option<JoinHandle<()>>,
+    /// Stopped last, so that the events of drained requests are written.
+    audit: Option<AuditThread>,
 }
 
 impl Gateway {
@@ -87,13 +91,25 @@ impl Gateway {
             None
         };
 
-        let stack = Stack::new(&config);
+        let metrics = Arc::new(Metrics::new());
+        let (auditor, audit) = audit::start(&config.audit, metrics.clone())
+            .map_err(|e| startup("audit.file", e))?
+            .unzip();
+        let stack = Stack::new(&config, metrics.clone(), auditor);
         let readiness = Readiness::new();
         let (shutdown, _) = watch::channel(false);
         let (aux_shutdown, _) = watch::channel(false);
         let aux = if admin.is_some() || dev.is_some() {
-            let (readiness, rx) = (readiness.clone(), aux_shutdown.subscribe());
-            Some(spawn_thread("esgate-aux", move || run_aux(admin, dev, readiness, rx))?)
+            let admin = admin.map(|listener| {
+                let state = Admin {
+                    readiness: readiness.clone(),
+                    upstream: stack.upstream().clone(),
+                    metrics,
+                };
+                (listener, state, config.upstream.health_check_interval)
+            });
+            let rx = aux_shutdown.subscribe();
+            Some(spawn_thread("esgate-aux", move || run_aux(admin, dev, rx))?)
         } else {
             None
         };
@@ -120,6 +136,8 @@ impl Gateway {
             upstream = %config.upstream.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             dev = config.upstream.dev,
             workers,
+            audit = audit.is_some(),
+            report_only = config.connector_error.report_only,
             "esgate started"
         );
         Ok(Gateway {
@@ -131,7 +149,15 @@ impl Gateway {
             workers: handles,
             aux_shutdown,
             aux,
+            audit,
         })
+    }
+
+    /// Reopens the audit file (SIGHUP, after log rotation moved it away).
+    pub fn reopen_audit(&self) {
+        if let Some(audit) = &self.audit {
+            audit.reopen();
+        }
     }
 
     /// The address clients connect to (the bound port when `server.listen` had port 0).
@@ -149,6 +175,11 @@ impl Gateway {
         self.stack.upstream()
     }
 
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.stack.metrics()
+    }
+
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns
     /// when every worker has stopped. Blocks the calling thread.
     pub fn shutdown(mut self) {
@@ -161,6 +192,9 @@ impl Gateway {
         let _ = self.aux_shutdown.send(true);
         if let Some(aux) = self.aux.take() {
             let _ = aux.join();
+        }
+        if let Some(audit) = self.audit.take() {
+            audit.stop();
         }
         tracing::info!("esgate stopped");
     }
@@ -232,10 +266,13 @@ impl Worker {
                             let service = self.stack.service(ConnInfo { peer, scheme: "http" });
                             let conn = self.http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
                             let conn = graceful.watch(conn);
+                            let metrics = self.stack.metrics().clone();
+                            metrics.connection_opened();
                             tokio::spawn(async move {
                                 if let Err(e) = conn.await {
                                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                                 }
+                                metrics.connection_closed();
                             });
                         }
                         Err(e) => accept_error(e).await,
@@ -297,22 +334,21 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
-/// The helper thread: admin endpoints and the development upstream.
-fn run_aux(
-    admin: Option<StdListener>,
-    dev: Option<StdListener>,
-    readiness: Readiness,
-    shutdown: watch::Receiver<bool>,
-) {
+/// The helper thread: admin endpoints with the upstream health probes, and the development
+/// upstream.
+fn run_aux(admin: Option<(StdListener, Admin, Duration)>, dev: Option<StdListener>, shutdown: watch::Receiver<bool>) {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return tracing::error!(error = %e, "cannot start the helper runtime"),
     };
     rt.block_on(async move {
-        let admin = admin.map(|l| {
-            let readiness = readiness.clone();
-            tokio::spawn(serve_simple(l, shutdown.clone(), move |req| {
-                admin::handle(readiness.clone(), req)
+        let probes = admin.as_ref().map(|(_, state, interval)| {
+            let (upstream, interval, shutdown) = (state.upstream.clone(), *interval, shutdown.clone());
+            tokio::spawn(async move { upstream.run_probes(interval, shutdown).await })
+        });
+        let admin = admin.map(|(listener, state, _)| {
+            tokio::spawn(serve_simple(listener, shutdown.clone(), move |req| {
+                state.clone().handle(req)
             }))
         });
         let dev = dev.map(|l| {
@@ -322,7 +358,7 @@ fn run_aux(
                 async move { upstream.handle(req).await }
             }))
         });
-        for task in [admin, dev].into_iter().flatten() {
+        for task in [admin, dev, probes].into_iter().flatten() {
             let _ = task.await;
         }
     });

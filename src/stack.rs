@@ -3,10 +3,15 @@
 //! Every request of a connection goes through this stack; the innermost service forwards to the
 //! upstream. The stack is built once per connection from shared parts (cheap `Arc` clones).
 
+use std::sync::Arc;
+
 use tower::ServiceBuilder;
 
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::connector_error::{AuthCheck, ConnectorErrorGuard, ConnectorErrorLayer, GuardConfig};
+use crate::metrics::Metrics;
+use crate::observe::{Observe, ObserveLayer};
 use crate::upstream::{ConnInfo, Upstream, UpstreamService};
 
 /// The shared parts every connection's stack is built from.
@@ -14,19 +19,34 @@ use crate::upstream::{ConnInfo, Upstream, UpstreamService};
 pub struct Stack {
     upstream: Upstream,
     connector_error: ConnectorErrorLayer,
+    metrics: Arc<Metrics>,
+    audit: Option<Auditor>,
 }
 
+/// The service of one client connection.
+pub type ConnectionService = Observe<ConnectorErrorGuard<UpstreamService>>;
+
 impl Stack {
-    /// The parts for this configuration.
-    pub fn new(config: &Config) -> Self {
+    /// The parts for this configuration; `audit` when an audit sink is configured.
+    pub fn new(config: &Config, metrics: Arc<Metrics>, audit: Option<Auditor>) -> Self {
         let ce = &config.connector_error;
         let guard = GuardConfig {
             max_body_size: ce.max_body_size,
             auth: ce.check_auth.then(|| AuthCheck::new(ce.auth_cache_ttl)),
+            report_only: ce.report_only,
+            keep_error_text: audit.is_some(),
         };
+        let upstream = Upstream::build(
+            &config.upstream,
+            config.server.forwarded_headers,
+            metrics.clone(),
+            audit.is_some(),
+        );
         Stack {
-            upstream: Upstream::new(config),
+            upstream,
             connector_error: ConnectorErrorLayer::new(guard),
+            metrics,
+            audit,
         }
     }
 
@@ -35,9 +55,16 @@ impl Stack {
         &self.upstream
     }
 
+    /// The metrics every connection records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// The service for one client connection.
-    pub fn service(&self, info: ConnInfo) -> ConnectorErrorGuard<UpstreamService> {
+    pub fn service(&self, info: ConnInfo) -> ConnectionService {
         ServiceBuilder::new()
+            // Times and counts every request; audits the intercepted route (or all requests).
+            .layer(ObserveLayer::new(self.metrics.clone(), self.audit.clone(), info))
             // Answers locally what Elasticsearch would refuse on `PUT /_connector/<id>/_error`;
             // every other request passes straight through, unbuffered.
             .layer(self.connector_error.clone())

@@ -170,9 +170,13 @@ async fn dev_upstream_serves_connectors() {
 async fn sigterm_lets_a_slow_response_finish_then_exits_zero() {
     let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
     let rx = std::sync::Mutex::new(Some(rx));
-    let mut up = Upstream::start(move |_| match rx.lock().ok().and_then(|mut r| r.take()) {
-        Some(rx) => Reply::Stream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), rx),
-        None => Reply::ok("{}"),
+    let mut up = Upstream::start(move |msg| {
+        // The admin listener's health probes (HEAD /) get a plain answer.
+        let slow = msg.start_line.starts_with("GET /_slow ");
+        match rx.lock().ok().and_then(|mut r| if slow { r.take() } else { None }) {
+            Some(rx) => Reply::Stream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), rx),
+            None => Reply::ok("{}"),
+        }
     })
     .await;
     let bin = Binary::start(
@@ -181,7 +185,7 @@ async fn sigterm_lets_a_slow_response_finish_then_exits_zero() {
     );
     let mut client = Client::connect(bin.addr).await;
     client.send(&request("GET", "/_slow", &[], b"")).await;
-    up.next().await;
+    while !up.next().await.msg.start_line.starts_with("GET /_slow ") {}
     tx.send(b"01234".to_vec()).expect("first half");
     let mut head = within("the head", client.reader.head())
         .await
@@ -210,4 +214,40 @@ async fn sigterm_lets_a_slow_response_finish_then_exits_zero() {
         tokio::task::spawn_blocking(move || bin.wait()).await.expect("join"),
         Some(0)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_says_whether_an_upstream_node_answers() {
+    // A port with nothing listening yet.
+    let addr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let bin = Binary::start(
+        &[
+            &format!("--upstream=http://{addr}"),
+            "--admin-listen=127.0.0.1:0",
+            "--health-check-interval=50ms",
+        ],
+        &[],
+    );
+    let admin = bin.admin.expect("admin");
+    let readyz = || async move {
+        let mut c = Client::connect(admin).await;
+        c.exchange("GET", &request("GET", "/readyz", &[], b"")).await
+    };
+    let down = readyz().await;
+    assert_eq!(down.status(), 503);
+    assert_eq!(down.json()["status"], "no upstream node answers");
+
+    // The node comes up: the next probe finds it (probes run every 50ms; bounded wait).
+    let mut up = Upstream::start_on(addr, |_| Reply::full(401, &[], b"")).await;
+    let deadline = std::time::Instant::now() + common::LIMIT;
+    while readyz().await.status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let probe = up.next().await.msg;
+    assert!(probe.start_line.starts_with("HEAD / "), "{}", probe.start_line);
+    assert!(probe.header("user-agent").is_some_and(|ua| ua.contains("health probe")));
 }

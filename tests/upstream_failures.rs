@@ -96,6 +96,17 @@ async fn a_dead_node_is_skipped_and_requests_go_to_the_live_one() {
     }
     assert!(!gw.upstream().nodes().is_alive(0), "the refusing node is marked dead");
     assert!(gw.upstream().nodes().is_alive(1));
+    // Only the first request met the dead node: one connect error, one retry on the live node.
+    let page = gw.metrics().render(&[], true);
+    assert!(
+        page.contains("esgate_upstream_errors_total{kind=\"connect\"} 1\n"),
+        "{page}"
+    );
+    assert!(page.contains("esgate_upstream_retries_total 1\n"), "{page}");
+    assert!(
+        page.contains("esgate_requests_total{route=\"passthrough\",method=\"GET\",code=\"200\"} 10\n"),
+        "{page}"
+    );
 }
 
 #[tokio::test]

@@ -14,7 +14,10 @@
 //! The pieces, each pure and tested on its own: [`route`] (which paths), [`params`] and [`media`]
 //! (query string and headers), [`validate`] (the body, through a Jackson-compatible tokenizer),
 //! [`render`] (Elasticsearch's error formats), [`decode`] (gzip/deflate); [`service`] wires them
-//! to HTTP. Reference: `es-connector-error.md`.
+//! to HTTP. Every response to the route carries an [`Intercepted`] record in its extensions (what
+//! was done and why), which the audit trail and metrics read. With `report_only`, calls that would
+//! be refused are forwarded unchanged and recorded as [`Verdict::WouldReject`]. Reference:
+//! `es-connector-error.md`.
 //!
 //! # Example
 //!
@@ -22,7 +25,12 @@
 //! use esgate::connector_error::{ConnectorErrorLayer, GuardConfig};
 //! use tower::ServiceBuilder;
 //!
-//! let layer = ConnectorErrorLayer::new(GuardConfig { max_body_size: 1 << 20, auth: None });
+//! let layer = ConnectorErrorLayer::new(GuardConfig {
+//!     max_body_size: 1 << 20,
+//!     auth: None,
+//!     report_only: false,
+//!     keep_error_text: false,
+//! });
 //! let stack = ServiceBuilder::new().layer(layer).service(tower::service_fn(
 //!     |_req: http::Request<esgate::Body>| async {
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(esgate::Body::Empty))
@@ -44,6 +52,7 @@ pub mod route;
 pub mod service;
 pub mod suggest;
 pub mod validate;
+pub mod verdict;
 
 pub use auth::AuthCheck;
 pub use error::{Cause, EsError};
@@ -52,3 +61,4 @@ pub use request::{precheck, Plan, Precheck, ResponseFormat};
 pub use route::{match_path, ConnectorId, Route};
 pub use service::{ConnectorErrorGuard, GuardConfig};
 pub use validate::{check_body, check_connector_id, BodyVerdict};
+pub use verdict::{Intercepted, Rejection, Verdict};

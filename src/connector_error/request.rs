@@ -24,6 +24,7 @@ use super::media::{header_values, negotiate, BodyType, Negotiated, Negotiation};
 use super::params::{decode_query, illegal_argument, unrecognized};
 use super::render::{detailed_body, response, simple_body, X_OPAQUE_ID};
 use super::route::decode_component;
+use super::verdict::Rejection;
 use crate::body::Body;
 
 /// What to do with a matched request before its body is parsed.
@@ -47,7 +48,7 @@ pub struct Plan {
 }
 
 /// How the channel writes answers: JSON, pretty or not, with this `content-type`, echoing
-/// `X-Opaque-Id`.
+/// `X-Opaque-Id`. Each answer carries its [`Rejection`] in its extensions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResponseFormat {
     /// `?pretty`.
@@ -62,17 +63,21 @@ impl ResponseFormat {
     /// `error` in the detailed format.
     pub fn respond(&self, error: &EsError) -> Response<Body> {
         let body = detailed_body(error, self.pretty);
-        response(error.status, body, &self.content_type, self.opaque_id.as_ref())
+        let mut answer = response(error.status, body, &self.content_type, self.opaque_id.as_ref());
+        answer.extensions_mut().insert(Rejection::from_error(error));
+        answer
     }
 
     /// `{"error":"<text>","status":N}` (406s, and errors raised outside a handler).
     pub fn respond_simple(&self, status: u16, text: &[u8]) -> Response<Body> {
-        response(
+        let mut answer = response(
             status,
             simple_body(text, status, self.pretty),
             &self.content_type,
             self.opaque_id.as_ref(),
-        )
+        );
+        answer.extensions_mut().insert(Rejection::simple(status, text));
+        answer
     }
 }
 

@@ -23,6 +23,7 @@ use super::decode::{decode_body, Decoded};
 use super::request::{precheck, Precheck};
 use super::route::{match_path, ConnectorId, Route};
 use super::validate::{check_body, check_connector_id, BodyVerdict};
+use super::verdict::{Intercepted, Rejection, Verdict};
 use crate::body::Body;
 use crate::es_error;
 
@@ -33,6 +34,10 @@ pub struct GuardConfig {
     pub max_body_size: usize,
     /// Checks the caller's credentials with the upstream before a local rejection.
     pub auth: Option<AuthCheck>,
+    /// Forward every call; record refusals as [`Verdict::WouldReject`] instead of answering them.
+    pub report_only: bool,
+    /// Put the `error` text of valid calls into [`Intercepted::error_text`] (for auditing).
+    pub keep_error_text: bool,
 }
 
 /// Intercepts the Update connector error API in front of `S`. See the [module docs](super).
@@ -133,13 +138,31 @@ where
     }
 }
 
-/// The intercepted route, in Elasticsearch's order of checks (`es-connector-error.md` §2).
+/// The intercepted route: the checks, then the record of what was done.
 async fn guard<S>(
-    mut inner: S,
+    inner: S,
     config: Arc<GuardConfig>,
     req: Request<Body>,
-    id: String,
+    connector_id: String,
 ) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    let (mut response, verdict, error_text) = check(inner, &config, req, &connector_id).await?;
+    response.extensions_mut().insert(Intercepted {
+        connector_id,
+        verdict,
+        error_text,
+    });
+    Ok(response)
+}
+
+/// A response, what was done, and the `error` text of a valid call.
+type Checked = (Response<Body>, Verdict, Option<String>);
+
+/// The checks in Elasticsearch's order (`es-connector-error.md` §2).
+async fn check<S>(mut inner: S, config: &GuardConfig, req: Request<Body>, id: &str) -> Result<Checked, S::Error>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -147,76 +170,139 @@ where
     let (parts, body) = req.into_parts();
     let limit = config.max_body_size;
 
-    // 1. The HTTP layer: size limit and decompression.
+    // 1. The HTTP layer: size limit and decompression. The limit bounds memory, so it holds in
+    // report-only mode too.
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Ok(too_large(limit));
+        return Ok(local(too_large(limit)));
     }
     let raw = match Limited::new(body, limit).collect().await {
         Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(too_large(limit)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(local(too_large(limit))),
         Err(e) => {
             tracing::debug!(error = %e, "could not read the request body");
-            return Ok(es_error::json_response(
+            return Ok(local(local_error(
                 StatusCode::BAD_REQUEST,
-                es_error::error_body(
-                    StatusCode::BAD_REQUEST,
-                    "esgate_body_read_exception",
-                    "the request body could not be read",
-                ),
-            ));
+                "esgate_body_read_exception",
+                "the request body could not be read",
+            )));
         }
     };
     let decoded = match decode_body(parts.headers.get_all(CONTENT_ENCODING), &raw, limit) {
         Decoded::Identity => raw.clone(),
         Decoded::Plain(bytes) => bytes,
-        Decoded::TooLarge => return Ok(too_large(limit)),
-        Decoded::Unknown(why) => return forward_original(inner, parts, raw, why).await,
+        Decoded::TooLarge => return Ok(local(too_large(limit))),
+        Decoded::Unknown(why) => return unchecked(inner, parts, raw, why).await,
     };
 
     // 2.–6. Query string, media types, output format, content type.
-    let plan = match precheck(&parts, &id, !decoded.is_empty()) {
+    let plan = match precheck(&parts, id, !decoded.is_empty()) {
         Precheck::Check(plan) => plan,
-        Precheck::Respond(response) => return Ok(response),
-        Precheck::Forward(why) => return forward_original(inner, parts, raw, why).await,
+        Precheck::Respond(response) if config.report_only => {
+            let rejection = rejection_of(&response);
+            return would_reject(inner, parts, raw, rejection).await;
+        }
+        Precheck::Respond(response) => return Ok(local(response)),
+        Precheck::Forward(why) => return unchecked(inner, parts, raw, why).await,
     };
 
     // 9.–11. The body, unknown parameters, the connector id; all after authentication.
     let literal = match check_body(&decoded) {
-        BodyVerdict::Defer(why) => return forward_original(inner, parts, raw, why).await,
+        BodyVerdict::Defer(why) => return unchecked(inner, parts, raw, why).await,
         BodyVerdict::Reject(e) => Err(e),
         // Unknown query parameters and the connector id are checked only for a valid body. The
         // id's length is checked by Elasticsearch after authorization: with the credential
         // check on, such a request goes on, since it may well get a 403 there.
         BodyVerdict::Accept { literal } => match plan.unrecognized {
             Some(e) => Err(e),
-            None => check_connector_id(&id, config.auth.is_none()).map(|()| literal),
+            None => check_connector_id(id, config.auth.is_none()).map(|()| literal),
         },
     };
     let literal = match literal {
         Ok(literal) => literal,
+        Err(error) if config.report_only => {
+            return would_reject(inner, parts, raw, Rejection::from_error(&error)).await;
+        }
         Err(error) => {
             if let Some(auth) = &config.auth {
                 match auth.check(&mut inner, &parts).await? {
                     Outcome::Authenticated => {}
-                    Outcome::Refused(response) => return Ok(response),
-                    Outcome::Unknown => {
-                        return forward_original(inner, parts, raw, "credentials could not be checked").await
+                    Outcome::Refused(response) => {
+                        let rejection = Rejection {
+                            status: response.status().as_u16(),
+                            error_type: None,
+                            reason: "the credentials were refused by Elasticsearch".to_owned(),
+                        };
+                        return Ok((response, Verdict::Rejected(rejection), None));
                     }
+                    Outcome::Unknown => return unchecked(inner, parts, raw, "credentials could not be checked").await,
                 }
             }
             tracing::debug!(connector_id = %id, error_type = error.top().error_type, "connector error rejected locally");
-            return Ok(plan.format.respond(&error));
+            return Ok(local(plan.format.respond(&error)));
         }
     };
+    let error_text = config.keep_error_text.then(|| error_text(&literal)).flatten();
     let canonical = BodyVerdict::canonical_body(&literal);
     let identity = parts.headers.get(CONTENT_ENCODING).is_none();
     let body = if identity && canonical == raw { raw } else { canonical };
-    forward(inner, parts, body).await
+    let response = forward(inner, parts, body).await?;
+    Ok((response, Verdict::Forwarded, error_text))
+}
+
+/// The `error` text of an accepted body: `None` for `null`. The literal is Jackson-escaped JSON;
+/// a lone surrogate (which `str` cannot hold) keeps its escape.
+fn error_text(literal: &[u8]) -> Option<String> {
+    if literal == b"null" {
+        return None;
+    }
+    serde_json::from_slice::<String>(literal)
+        .ok()
+        .or_else(|| Some(String::from_utf8_lossy(literal.get(1..literal.len().saturating_sub(1))?).into_owned()))
+}
+
+/// A local answer and its record.
+fn local(response: Response<Body>) -> Checked {
+    let rejection = rejection_of(&response);
+    (response, Verdict::Rejected(rejection), None)
+}
+
+/// The [`Rejection`] a local answer carries.
+fn rejection_of(response: &Response<Body>) -> Rejection {
+    response
+        .extensions()
+        .get::<Rejection>()
+        .cloned()
+        .unwrap_or_else(|| Rejection::simple(response.status().as_u16(), b""))
+}
+
+/// Report-only: forwards the call unchanged, recording what esgate would have answered.
+async fn would_reject<S>(
+    mut inner: S,
+    parts: http::request::Parts,
+    raw: Bytes,
+    rejection: Rejection,
+) -> Result<Checked, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    tracing::debug!(error_type = rejection.label(), "report-only: would reject; forwarded");
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    let response = inner.call(Request::from_parts(parts, Body::full(raw))).await?;
+    Ok((response, Verdict::WouldReject(rejection), None))
+}
+
+/// Forwards the call unchanged: esgate cannot tell what Elasticsearch would answer.
+async fn unchecked<S>(inner: S, parts: http::request::Parts, raw: Bytes, why: &'static str) -> Result<Checked, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    let response = forward_original(inner, parts, raw, why).await?;
+    Ok((response, Verdict::Unchecked(why), None))
 }
 
 /// Forwards with `body` as the whole body: a fresh `Content-Length`, no encodings left over.
@@ -248,13 +334,20 @@ where
 
 /// 413 in Elasticsearch's shape.
 fn too_large(limit: usize) -> Response<Body> {
-    let status = StatusCode::PAYLOAD_TOO_LARGE;
-    es_error::json_response(
-        status,
-        es_error::error_body(
-            status,
-            es_error::CONTENT_TOO_LONG_TYPE,
-            &format!("the request body is larger than the limit of [{limit}] bytes of the Update connector error API"),
-        ),
+    local_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        es_error::CONTENT_TOO_LONG_TYPE,
+        &format!("the request body is larger than the limit of [{limit}] bytes of the Update connector error API"),
     )
+}
+
+/// An esgate error in Elasticsearch's shape, with its [`Rejection`].
+fn local_error(status: StatusCode, error_type: &'static str, reason: &str) -> Response<Body> {
+    let mut response = es_error::json_response(status, es_error::error_body(status, error_type, reason));
+    response.extensions_mut().insert(Rejection {
+        status: status.as_u16(),
+        error_type: Some(error_type),
+        reason: reason.to_owned(),
+    });
+    response
 }

@@ -2,7 +2,7 @@
 //!
 //! [`Upstream`] holds what all client connections share (the nodes, their health, settings);
 //! [`Upstream::connection`] makes the [`UpstreamService`] of one client connection, which keeps
-//! that connection's upstream connections (see [`pool`](self::pool)).
+//! that connection's upstream connections (see the `pool` module).
 //!
 //! What is forwarded: method, the raw request target (origin form, byte for byte), every
 //! end-to-end header in order, and the body frame by frame. What is removed: hop-by-hop headers
@@ -13,6 +13,7 @@
 //! an error turns into a response, so the service's error type is [`Infallible`].
 
 mod body;
+mod health;
 pub mod nodes;
 mod pool;
 
@@ -32,10 +33,12 @@ use tokio::sync::oneshot;
 pub use self::body::UpstreamBody;
 use self::nodes::Nodes;
 use self::pool::{ConnectError, Idle, Sender};
+use crate::audit::redact::redact_secrets;
 use crate::body::Body;
 use crate::config::{Config, UpstreamConfig};
 use crate::es_error;
 use crate::hop::strip_hop_by_hop;
+use crate::metrics::{Metrics, UpstreamError};
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -49,6 +52,16 @@ pub struct ConnInfo {
     pub scheme: &'static str,
 }
 
+/// Which node answered a request and how long it took to start its answer; in the response's
+/// extensions when [`Upstream::build`] was asked to annotate (the audit trail reads it).
+#[derive(Clone, Debug)]
+pub struct UpstreamInfo {
+    /// The node, `host:port`.
+    pub node: Arc<str>,
+    /// From the request going upstream to the response head.
+    pub elapsed: Duration,
+}
+
 /// What all client connections of one gateway share.
 #[derive(Debug)]
 struct Shared {
@@ -60,6 +73,8 @@ struct Shared {
     pool_max_idle_per_node: usize,
     rewrite_host: bool,
     forwarded_headers: bool,
+    metrics: Arc<Metrics>,
+    annotate: bool,
 }
 
 /// The upstream of one gateway: its nodes and how to reach them. Cheap to clone.
@@ -76,6 +91,12 @@ impl Upstream {
 
     /// An upstream from its own settings (for embedding in other stacks).
     pub fn with_nodes(cfg: &UpstreamConfig, forwarded_headers: bool) -> Self {
+        Self::build(cfg, forwarded_headers, Arc::new(Metrics::new()), false)
+    }
+
+    /// An upstream that counts its failures and retries in `metrics`, and, with `annotate`, puts
+    /// an [`UpstreamInfo`] into each response it receives.
+    pub fn build(cfg: &UpstreamConfig, forwarded_headers: bool, metrics: Arc<Metrics>, annotate: bool) -> Self {
         let mut client = Builder::new();
         client.preserve_header_case(cfg.preserve_header_case);
         Upstream {
@@ -88,6 +109,8 @@ impl Upstream {
                 pool_max_idle_per_node: cfg.pool_max_idle_per_node.max(1),
                 rewrite_host: cfg.rewrite_host,
                 forwarded_headers,
+                metrics,
+                annotate,
             }),
         }
     }
@@ -260,15 +283,28 @@ enum Failure {
 impl UpstreamService {
     async fn forward(&self, mut req: Request<UpstreamBody>, mut sent: Option<oneshot::Receiver<()>>) -> Response<Body> {
         let shared = &*self.shared;
-        let started = tracing::enabled!(tracing::Level::DEBUG).then(Instant::now);
-        let method = started.map(|_| (req.method().clone(), req.uri().clone()));
+        let started = (shared.annotate || tracing::enabled!(tracing::Level::DEBUG)).then(Instant::now);
+        // Query strings may carry secrets: logged with them masked.
+        let method = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            let query = req.uri().query().map(|q| redact_secrets(q).into_owned());
+            (
+                req.method().clone(),
+                req.uri().path().to_owned(),
+                query.unwrap_or_default(),
+            )
+        });
         let mut last_error = String::from("no upstream node is configured");
+        let mut tried = false;
         for index in shared.nodes.plan(self.conn.next_start()) {
+            if std::mem::replace(&mut tried, true) {
+                shared.metrics.upstream_retry();
+            }
             // A stale pooled connection may fail before sending; then one fresh one is tried.
             for fresh in [false, true] {
                 let send = match self.checkout(index, fresh).await {
                     Ok(send) => send,
                     Err(e) => {
+                        shared.metrics.upstream_error(UpstreamError::Connect);
                         shared.nodes.mark_dead(index);
                         tracing::warn!(node = %shared.nodes.get(index).authority, error = %e, "upstream node unreachable");
                         last_error = format!("{}: {e}", shared.nodes.get(index).authority);
@@ -276,9 +312,16 @@ impl UpstreamService {
                     }
                 };
                 match self.attempt(index, send, req, &mut sent).await {
-                    Ok(response) => {
-                        if let (Some(t0), Some((m, u))) = (started, &method) {
-                            tracing::debug!(method = %m, uri = %u, status = response.status().as_u16(), node = %shared.nodes.get(index).authority, elapsed_us = t0.elapsed().as_micros() as u64, "forwarded");
+                    Ok(mut response) => {
+                        let node = shared.nodes.get(index);
+                        if let (Some(t0), Some((m, path, query))) = (started, &method) {
+                            tracing::debug!(method = %m, path = %path, query = %query, status = response.status().as_u16(), node = %node.authority, elapsed_us = t0.elapsed().as_micros() as u64, "forwarded");
+                        }
+                        if let (true, Some(t0)) = (shared.annotate, started) {
+                            response.extensions_mut().insert(UpstreamInfo {
+                                node: node.name.clone(),
+                                elapsed: t0.elapsed(),
+                            });
                         }
                         return response;
                     }
@@ -350,6 +393,7 @@ impl UpstreamService {
                     result = response => result,
                     () = deadline => {
                         tracing::warn!(node = %node.authority, timeout = ?limit, "upstream response timed out");
+                        shared.metrics.upstream_error(UpstreamError::Timeout);
                         return Err(Failure::Answered(es_error::gateway_timeout(&format!(
                             "Elasticsearch node [{}] did not start a response within {limit:?}", node.authority
                         ))));
@@ -367,6 +411,7 @@ impl UpstreamService {
                 Some(req) => Err(Failure::NotSent(req, format!("{}: {}", node.authority, e.error()))),
                 None => {
                     tracing::warn!(node = %node.authority, error = %e.error(), "upstream connection failed before a response");
+                    shared.metrics.upstream_error(UpstreamError::Broken);
                     Err(Failure::Answered(es_error::bad_gateway(&format!(
                         "the connection to Elasticsearch node [{}] failed before a response: {}",
                         node.authority,

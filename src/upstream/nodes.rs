@@ -6,7 +6,8 @@
 //! When every node is dead, the one that comes back soonest is tried anyway, so a restarted
 //! cluster is found again without waiting.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -20,11 +21,16 @@ pub struct Node {
     pub(crate) id: u64,
     /// `host:port`, used to connect and as `Host` when rewriting.
     pub(crate) authority: String,
+    /// The same, shared with the audit events that name it.
+    pub(crate) name: Arc<str>,
     pub(crate) host_header: HeaderValue,
     /// Milliseconds since [`Nodes::epoch`] until which the node is skipped; 0 when live.
     dead_until_ms: AtomicU64,
     /// Consecutive connection failures.
     failures: AtomicU32,
+    /// The last probe or connection attempt got through (for readiness and metrics). False until
+    /// the first one.
+    answering: AtomicBool,
 }
 
 /// The set of upstream nodes of one gateway.
@@ -49,9 +55,11 @@ impl Nodes {
                     id: NEXT_NODE_ID.fetch_add(1, Ordering::Relaxed),
                     host_header: HeaderValue::from_str(&authority)
                         .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+                    name: Arc::from(authority.as_str()),
                     authority,
                     dead_until_ms: AtomicU64::new(0),
                     failures: AtomicU32::new(0),
+                    answering: AtomicBool::new(false),
                 }
             })
             .collect();
@@ -117,6 +125,7 @@ impl Nodes {
             .now_ms()
             .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX));
         node.dead_until_ms.store(until.max(1), Ordering::Relaxed);
+        node.answering.store(false, Ordering::Relaxed);
     }
 
     /// Records a successful connection: the node is live again.
@@ -127,6 +136,35 @@ impl Nodes {
             node.failures.store(0, Ordering::Relaxed);
             node.dead_until_ms.store(0, Ordering::Relaxed);
         }
+        if !node.answering.load(Ordering::Relaxed) {
+            node.answering.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Records a health probe's result: `answering` is whether the node answered over HTTP.
+    pub fn probed(&self, index: usize, answering: bool) {
+        if answering {
+            self.mark_alive(index);
+        } else {
+            self.mark_dead(index);
+        }
+    }
+
+    /// Whether the node answered the last probe or connection attempt.
+    pub fn is_answering(&self, index: usize) -> bool {
+        self.nodes[index].answering.load(Ordering::Relaxed)
+    }
+
+    /// True when at least one node answers.
+    pub fn any_answering(&self) -> bool {
+        self.nodes.iter().any(|n| n.answering.load(Ordering::Relaxed))
+    }
+
+    /// Each node's `host:port` and whether it answers.
+    pub fn states(&self) -> impl Iterator<Item = (&str, bool)> + '_ {
+        self.nodes
+            .iter()
+            .map(|n| (&*n.name, n.answering.load(Ordering::Relaxed)))
     }
 
     /// True when the node is not being skipped.

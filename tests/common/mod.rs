@@ -292,7 +292,12 @@ pub struct Upstream {
 impl Upstream {
     /// Starts an upstream that answers every request with `handler`.
     pub async fn start(handler: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), handler).await
+    }
+
+    /// As [`Upstream::start`], on a given address.
+    pub async fn start_on(addr: SocketAddr, handler: impl Fn(&Message) -> Reply + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind(addr).await.expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let (tx, seen) = mpsc::unbounded_channel();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -335,6 +340,11 @@ impl Upstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Every request received so far, in order (without consuming them from [`Upstream::next`]).
+    pub fn log(&self) -> Vec<Seen> {
+        self.log.lock().map(|l| l.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Requests received so far (without consuming them from [`Upstream::next`]).
@@ -478,6 +488,19 @@ pub fn digest(bytes: &[u8]) -> u64 {
 
 // ===== the real binary =====
 
+/// The lines `stream` gives, on a channel (read by a thread of their own).
+fn lines(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The esgate binary, running.
 pub struct Binary {
     /// The process.
@@ -486,30 +509,39 @@ pub struct Binary {
     pub addr: SocketAddr,
     /// Its admin listener, if any.
     pub admin: Option<SocketAddr>,
-    /// Log lines after the start-up line arrive here.
+    /// Log lines (stderr) after the start-up line arrive here.
     pub log: std::sync::mpsc::Receiver<String>,
+    /// Lines written to stdout (audit events) arrive here.
+    pub stdout: std::sync::mpsc::Receiver<String>,
+    /// stdout when it is held unread (see [`Binary::start_holding_stdout`]).
+    held: Option<std::process::ChildStdout>,
 }
 
 impl Binary {
     /// Starts the binary with `args` (and `--listen=127.0.0.1:0` unless given) and waits for its
     /// start-up line.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Self::spawn(args, env, true)
+    }
+
+    /// As [`Binary::start`], but nobody reads stdout: once the pipe is full, writes to it block.
+    pub fn start_holding_stdout(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        Self::spawn(args, env, false)
+    }
+
+    fn spawn(args: &[&str], env: &[(&str, &str)], read_stdout: bool) -> Binary {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_esgate"));
         if !args.iter().any(|a| a.starts_with("--listen")) {
             cmd.arg("--listen=127.0.0.1:0");
         }
         cmd.args(args).envs(env.iter().copied()).env_remove("RUST_LOG");
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn esgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let log = lines(child.stderr.take().expect("stderr"));
+        let (stdout, held) = match child.stdout.take() {
+            Some(out) if read_stdout => (lines(out), None),
+            out => (std::sync::mpsc::channel().1, out),
+        };
         let started = loop {
             match log.recv_timeout(LIMIT) {
                 Ok(line) if line.contains("esgate started") => break line,
@@ -533,17 +565,31 @@ impl Binary {
             addr,
             admin,
             log,
+            stdout,
+            held,
         }
     }
 
-    /// Sends SIGTERM.
-    pub fn terminate(&self) {
+    /// Sends `signal` (`HUP`, `TERM`, …).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// The next line on stdout.
+    pub fn next_stdout(&self) -> String {
+        self.stdout
+            .recv_timeout(LIMIT)
+            .unwrap_or_else(|e| panic!("no line on stdout: {e}"))
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        self.signal("TERM");
     }
 
     /// Waits for a log line containing `text`.

@@ -1,8 +1,8 @@
 """Fixtures: the real esgate binary in front of its development upstream, and official clients.
 
 The binary is `ESGATE_BIN` (default `target/debug/esgate`, which `cargo test` builds), started as
-`esgate --dev --listen 127.0.0.1:0`; its port comes from the start-up line on stderr
-(`... esgate started listen=127.0.0.1:PORT ...`). It is stopped with SIGTERM at the end and must
+`esgate --dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0`; its ports come from the start-up
+line on stderr (`... esgate started listen=127.0.0.1:PORT admin=127.0.0.1:PORT ...`). It is stopped with SIGTERM at the end and must
 exit 0 (graceful shutdown).
 """
 
@@ -23,13 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30
 STOP_TIMEOUT_S = 15
 STARTED = re.compile(r"esgate started.*?\blisten=\"?(\d+\.\d+\.\d+\.\d+:\d+)")
+ADMIN = re.compile(r"\badmin=\"?(\d+\.\d+\.\d+\.\d+:\d+)")
 
 
 class Esgate:
     """A running esgate: its URL and the stderr lines read so far."""
 
-    def __init__(self, url, log):
+    def __init__(self, url, admin_url, log):
         self.url = url
+        self.admin_url = admin_url
         self.log = log
 
     def client(self, **options):
@@ -44,7 +46,18 @@ def esgate():
         pytest.fail(f"no esgate binary at {binary}: run `cargo build` (or `cargo test`) first, or set ESGATE_BIN")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESGATE_") and k != "RUST_LOG"}
     proc = subprocess.Popen(
-        [str(binary), "--dev", "--listen", "127.0.0.1:0", "--log-format", "text", "--log-level", "info"],
+        [
+            str(binary),
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+            "--log-level",
+            "info",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -61,7 +74,7 @@ def esgate():
         lines.put(None)
 
     threading.Thread(target=read_stderr, daemon=True).start()
-    url = None
+    url = admin_url = None
     deadline = time.monotonic() + START_TIMEOUT_S
     while url is None:
         try:
@@ -73,6 +86,8 @@ def esgate():
         m = STARTED.search(line)
         if m:
             url = f"http://{m.group(1)}"
+            a = ADMIN.search(line)
+            admin_url = a and f"http://{a.group(1)}"
     if url is None:
         proc.kill()
         proc.wait()
@@ -81,7 +96,7 @@ def esgate():
             f"(exit code {proc.returncode}); stderr:\n" + "\n".join(log)
         )
     try:
-        yield Esgate(url, log)
+        yield Esgate(url, admin_url, log)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

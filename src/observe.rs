@@ -1,0 +1,216 @@
+//! [`ObserveLayer`]: the outermost layer. It times every request, feeds the [`Metrics`], and
+//! hands audit [`Event`]s to the [`Auditor`].
+//!
+//! It reads what inner layers recorded in the response's extensions: the connector-error
+//! layer's [`Intercepted`] record (which also says the request was on that route) and the
+//! upstream's [`UpstreamInfo`]. The response itself passes through untouched, and its body is
+//! not wrapped: durations run to the response head.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Instant, SystemTime};
+
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, USER_AGENT};
+use http::{HeaderName, Method, Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use crate::audit::redact::{caller, redact_secrets};
+use crate::audit::{Auditor, Event};
+use crate::connector_error::{Intercepted, Verdict};
+use crate::metrics::{Metrics, Route};
+use crate::upstream::{ConnInfo, UpstreamInfo};
+
+const X_OPAQUE_ID: HeaderName = HeaderName::from_static("x-opaque-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// Applies [`Observe`] to the services of one client connection.
+#[derive(Clone, Debug)]
+pub struct ObserveLayer {
+    metrics: Arc<Metrics>,
+    audit: Option<Auditor>,
+    conn: ConnInfo,
+}
+
+impl ObserveLayer {
+    /// A layer for the connection `conn`.
+    pub fn new(metrics: Arc<Metrics>, audit: Option<Auditor>, conn: ConnInfo) -> Self {
+        ObserveLayer { metrics, audit, conn }
+    }
+}
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// Times, counts and audits the requests of one connection.
+#[derive(Clone, Debug)]
+pub struct Observe<S> {
+    inner: S,
+    layer: ObserveLayer,
+}
+
+impl<S> Observe<S> {
+    /// The wrapped service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S, B, ResB> Service<Request<B>> for Observe<S>
+where
+    S: Service<Request<B>, Response = Response<ResB>>,
+{
+    type Response = Response<ResB>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let started = Instant::now();
+        let layer = &self.layer;
+        layer.metrics.request_started();
+        let pending = match &layer.audit {
+            Some(audit) if audit.wants(&req) => Some(Box::new(pending(&req, layer.conn, audit.all_requests()))),
+            _ => None,
+        };
+        let method = req.method().clone();
+        ResponseFuture {
+            inner: self.inner.call(req),
+            state: Some(State {
+                started,
+                method,
+                metrics: layer.metrics.clone(),
+                audit: layer.audit.clone(),
+                pending,
+            }),
+        }
+    }
+}
+
+/// What the audit event needs from the request, taken before the request moves on.
+fn pending<B>(req: &Request<B>, conn: ConnInfo, all_requests: bool) -> Event {
+    let headers = req.headers();
+    let text = |name: &HeaderName| {
+        headers
+            .get(name)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    Event {
+        timestamp: SystemTime::now(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        query: all_requests
+            .then(|| req.uri().query().map(|q| redact_secrets(q).into_owned()))
+            .flatten(),
+        client: conn.peer,
+        caller: headers.get(AUTHORIZATION).map(|v| caller(v.as_bytes())),
+        user_agent: text(&USER_AGENT),
+        opaque_id: text(&X_OPAQUE_ID),
+        traceparent: text(&TRACEPARENT),
+        request_bytes: headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()),
+        status: 0,
+        duration: std::time::Duration::ZERO,
+        intercepted: None,
+        upstream: None,
+    }
+}
+
+/// Per-request state, taken when the response head is there.
+#[derive(Debug)]
+struct State {
+    started: Instant,
+    method: Method,
+    metrics: Arc<Metrics>,
+    audit: Option<Auditor>,
+    pending: Option<Box<Event>>,
+}
+
+impl State {
+    fn finish<B>(self, response: &Response<B>) {
+        let elapsed = self.started.elapsed();
+        let status = response.status().as_u16();
+        let record = response.extensions().get::<Intercepted>();
+        let route = if record.is_some() {
+            Route::ConnectorError
+        } else {
+            Route::PassThrough
+        };
+        self.metrics.request_finished(route, &self.method, status, elapsed);
+        if let Some(record) = record {
+            match &record.verdict {
+                Verdict::Forwarded => {}
+                Verdict::Rejected(r) => self.metrics.local_rejection(r.label()),
+                Verdict::WouldReject(r) => self.metrics.would_reject(r.label()),
+                Verdict::Unchecked(why) => self.metrics.unchecked(why),
+            }
+        }
+        let (Some(audit), Some(mut event)) = (self.audit, self.pending) else {
+            return;
+        };
+        if record.is_none() && !audit.all_requests() {
+            return;
+        }
+        event.status = status;
+        event.duration = elapsed;
+        event.intercepted = record.cloned();
+        event.upstream = response
+            .extensions()
+            .get::<UpstreamInfo>()
+            .map(|info| (info.node.clone(), info.elapsed));
+        audit.record(*event);
+    }
+}
+
+pin_project! {
+    /// The future of [`Observe`].
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<State>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            // The client went away before the response head: no longer in flight.
+            if let Some(state) = this.project().state.take() {
+                state.metrics.request_abandoned();
+            }
+        }
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<ResB>, E>>,
+{
+    type Output = Result<Response<ResB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Some(state) = this.state.take() {
+            match &result {
+                Ok(response) => state.finish(response),
+                Err(_) => state.metrics.request_abandoned(),
+            }
+        }
+        Poll::Ready(result)
+    }
+}
