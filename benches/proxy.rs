@@ -162,6 +162,7 @@ fn round_trip(c: &mut Criterion) {
     config.upstream.nodes = vec![esgate::config::NodeUrl {
         host: "127.0.0.1".into(),
         port: upstream.port(),
+        tls: false,
     }];
     let gateway = esgate::Gateway::start(config).expect("gateway");
     let addr = gateway.listen_addr();

@@ -18,7 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use crate::body::Body;
 use crate::es_error::json_response;
 use crate::metrics::{self, Metrics, NodeState};
-use crate::upstream::Upstream;
+use crate::reload::Current;
 
 /// The draining latch shared between the gateway and its admin endpoints.
 #[derive(Clone, Debug)]
@@ -52,8 +52,8 @@ impl Default for Readiness {
 pub struct Admin {
     /// Draining or not.
     pub readiness: Readiness,
-    /// The nodes and whether they answer.
-    pub upstream: Upstream,
+    /// The running configuration: its nodes, and whether they answer.
+    pub current: Current,
     /// The figures `/metrics` shows.
     pub metrics: Arc<Metrics>,
 }
@@ -61,7 +61,7 @@ pub struct Admin {
 impl Admin {
     /// Not draining and at least one node answers.
     pub fn is_ready(&self) -> bool {
-        self.readiness.is_ready() && self.upstream.nodes().any_answering()
+        self.readiness.is_ready() && self.current.load().stack.upstream().nodes().any_answering()
     }
 
     /// Answers one admin request.
@@ -79,8 +79,10 @@ impl Admin {
     }
 
     fn metrics_page(&self) -> Response<Body> {
-        let nodes: Vec<NodeState<'_>> = self
-            .upstream
+        let current = self.current.load();
+        let nodes: Vec<NodeState<'_>> = current
+            .stack
+            .upstream()
             .nodes()
             .states()
             .map(|(node, up)| NodeState { node, up })

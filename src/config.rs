@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::parser::ValueSource;
+
+use crate::tls::{ClientSettings, ClientTls, ServerTls};
 use clap::{ArgMatches, CommandFactory, Parser};
 
 /// Command-line interface. Every value is read as text and parsed by [`Config`], so that one
@@ -42,6 +44,15 @@ pub struct Cli {
     /// Time in-flight requests get to finish after SIGTERM/SIGINT [server.shutdown_grace].
     #[arg(long, env = "ESGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
     shutdown_grace: Option<String>,
+    /// PEM certificate chain of the listener; with the key, clients speak HTTPS [server.tls_cert_file].
+    #[arg(long, env = "ESGATE_TLS_CERT_FILE", value_name = "FILE")]
+    tls_cert_file: Option<String>,
+    /// PEM private key of the listener's certificate [server.tls_key_file].
+    #[arg(long, env = "ESGATE_TLS_KEY_FILE", value_name = "FILE")]
+    tls_key_file: Option<String>,
+    /// How often the configuration file is checked for changes; 0: only on SIGHUP [server.reload_interval].
+    #[arg(long, env = "ESGATE_RELOAD_INTERVAL", value_name = "DURATION")]
+    reload_interval: Option<String>,
     /// Append X-Forwarded-For and X-Forwarded-Proto [server.forwarded_headers].
     #[arg(long, env = "ESGATE_FORWARDED_HEADERS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     forwarded_headers: Option<String>,
@@ -72,6 +83,18 @@ pub struct Cli {
     /// Send the node's own host:port as Host instead of the client's [upstream.rewrite_host].
     #[arg(long, env = "ESGATE_REWRITE_HOST", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     rewrite_host: Option<String>,
+    /// PEM bundle of the CAs trusted for https:// nodes, instead of the system's [upstream.ca_file].
+    #[arg(long, env = "ESGATE_UPSTREAM_CA_FILE", value_name = "FILE")]
+    upstream_ca_file: Option<String>,
+    /// PEM client certificate presented to https:// nodes (mTLS) [upstream.client_cert_file].
+    #[arg(long, env = "ESGATE_UPSTREAM_CLIENT_CERT_FILE", value_name = "FILE")]
+    upstream_client_cert_file: Option<String>,
+    /// PEM private key of the client certificate [upstream.client_key_file].
+    #[arg(long, env = "ESGATE_UPSTREAM_CLIENT_KEY_FILE", value_name = "FILE")]
+    upstream_client_key_file: Option<String>,
+    /// Accept any certificate from https:// nodes; for development only [upstream.tls_insecure].
+    #[arg(long, env = "ESGATE_UPSTREAM_TLS_INSECURE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    upstream_tls_insecure: Option<String>,
     /// How often the admin listener's readiness probes each node [upstream.health_check_interval].
     #[arg(long, env = "ESGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
     health_check_interval: Option<String>,
@@ -177,6 +200,9 @@ settings! {
     MAX_HEADER_SIZE = "server.max_header_size", "--max-header-size", "ESGATE_MAX_HEADER_SIZE";
     SHUTDOWN_GRACE = "server.shutdown_grace", "--shutdown-grace", "ESGATE_SHUTDOWN_GRACE";
     FORWARDED_HEADERS = "server.forwarded_headers", "--forwarded-headers", "ESGATE_FORWARDED_HEADERS";
+    TLS_CERT = "server.tls_cert_file", "--tls-cert-file", "ESGATE_TLS_CERT_FILE";
+    TLS_KEY = "server.tls_key_file", "--tls-key-file", "ESGATE_TLS_KEY_FILE";
+    RELOAD_INTERVAL = "server.reload_interval", "--reload-interval", "ESGATE_RELOAD_INTERVAL";
     NODES = "upstream.nodes", "--upstream", "ESGATE_UPSTREAM";
     DEV = "upstream.dev", "--dev", "ESGATE_DEV";
     CONNECT_TIMEOUT = "upstream.connect_timeout", "--connect-timeout", "ESGATE_CONNECT_TIMEOUT";
@@ -186,6 +212,10 @@ settings! {
     DEAD_BACKOFF = "upstream.dead_node_backoff", "--dead-node-backoff", "ESGATE_DEAD_NODE_BACKOFF";
     MAX_DEAD_BACKOFF = "upstream.max_dead_node_backoff", "--max-dead-node-backoff", "ESGATE_MAX_DEAD_NODE_BACKOFF";
     REWRITE_HOST = "upstream.rewrite_host", "--rewrite-host", "ESGATE_REWRITE_HOST";
+    CA_FILE = "upstream.ca_file", "--upstream-ca-file", "ESGATE_UPSTREAM_CA_FILE";
+    CLIENT_CERT = "upstream.client_cert_file", "--upstream-client-cert-file", "ESGATE_UPSTREAM_CLIENT_CERT_FILE";
+    CLIENT_KEY = "upstream.client_key_file", "--upstream-client-key-file", "ESGATE_UPSTREAM_CLIENT_KEY_FILE";
+    TLS_INSECURE = "upstream.tls_insecure", "--upstream-tls-insecure", "ESGATE_UPSTREAM_TLS_INSECURE";
     HEALTH_CHECK_INTERVAL = "upstream.health_check_interval", "--health-check-interval", "ESGATE_HEALTH_CHECK_INTERVAL";
     PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
     MAX_ERROR_BODY = "connector_error.max_body_size", "--max-error-body-size", "ESGATE_MAX_ERROR_BODY_SIZE";
@@ -242,6 +272,10 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Append `X-Forwarded-For` / `X-Forwarded-Proto`.
     pub forwarded_headers: bool,
+    /// TLS on the listener (certificate and key loaded).
+    pub tls: Option<ServerTls>,
+    /// How often the configuration file is checked for changes (`None`: on SIGHUP only).
+    pub reload_interval: Option<Duration>,
 }
 
 /// Elasticsearch nodes and how esgate talks to them.
@@ -271,6 +305,11 @@ pub struct UpstreamConfig {
     pub preserve_header_case: bool,
     /// How often each node is probed for readiness (with an admin listener only).
     pub health_check_interval: Duration,
+    /// TLS to `https://` nodes (and an `https://` audit node): loaded when one is configured or a
+    /// TLS setting is given.
+    pub tls: Option<ClientTls>,
+    /// Certificate verification is off (`upstream.tls_insecure`).
+    pub tls_insecure: bool,
 }
 
 /// The checks of the Update connector error API.
@@ -290,7 +329,7 @@ pub struct ConnectorErrorConfig {
 }
 
 /// The audit trail: one JSON line per intercepted call (or per request, in access-log mode).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditConfig {
     /// Write events to stdout (logs go to stderr, so the two never mix).
     pub stdout: bool,
@@ -317,7 +356,7 @@ impl AuditConfig {
 }
 
 /// Where and how audit events are indexed into Elasticsearch.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditElasticsearch {
     /// The node the `_bulk` requests go to (directly, not through the gateway).
     pub url: NodeUrl,
@@ -334,7 +373,7 @@ pub struct AuditElasticsearch {
 }
 
 /// Credentials esgate itself uses.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credentials {
     /// `Authorization: ApiKey <key>`.
     ApiKey(Secret),
@@ -381,13 +420,15 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// An upstream node's address, taken from an `http://host[:port]` URL.
+/// An upstream node's address, taken from an `http[s]://host[:port]` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeUrl {
     /// Host name or IP literal (IPv6 without brackets).
     pub host: String,
-    /// TCP port (80 when the URL names none).
+    /// TCP port (80 or 443 when the URL names none).
     pub port: u16,
+    /// `https://`.
+    pub tls: bool,
 }
 
 impl NodeUrl {
@@ -403,12 +444,13 @@ impl NodeUrl {
 
 impl fmt::Display for NodeUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}", self.authority())
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}", self.authority())
     }
 }
 
 /// Logging settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
     /// A tracing filter (`info`, `esgate=debug,hyper=warn`, …).
     pub filter: String,
@@ -580,7 +622,7 @@ impl Config {
     }
 
     fn from_sources(mut src: Sources) -> Result<Config, ConfigError> {
-        let server = ServerConfig {
+        let mut server = ServerConfig {
             listen: match src.get(LISTEN, "listen") {
                 Some(v) => parse_addr(&v, LISTEN)?,
                 None => SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -600,7 +642,21 @@ impl Config {
                 .unwrap_or(64 * 1024),
             shutdown_grace: duration(&mut src, SHUTDOWN_GRACE, "shutdown_grace", Duration::from_secs(30))?,
             forwarded_headers: flag(&mut src, FORWARDED_HEADERS, "forwarded_headers")?,
+            tls: None,
+            reload_interval: None,
         };
+        let tls_cert = path(&mut src, TLS_CERT, "tls_cert_file")?;
+        let tls_key = path(&mut src, TLS_KEY, "tls_key_file")?;
+        server.tls = match (&tls_cert, &tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                Some(ServerTls::load(cert, key, [TLS_CERT.key, TLS_KEY.key]).map_err(tls_error)?)
+            }
+            (Some(_), None) => return Err(ConfigError::new(TLS_KEY.key, "checked", "a certificate needs its key")),
+            (None, Some(_)) => return Err(ConfigError::new(TLS_CERT.key, "checked", "a key needs its certificate")),
+        };
+        let reload = duration(&mut src, RELOAD_INTERVAL, "reload_interval", Duration::from_secs(10))?;
+        server.reload_interval = (!reload.is_zero()).then_some(reload);
         let nodes_from_file = src.take_file(NODES);
         let nodes_value = match src.matches.get_many::<String>("upstream") {
             Some(values) => Some(Value {
@@ -616,6 +672,7 @@ impl Config {
             None => vec![NodeUrl {
                 host: "127.0.0.1".into(),
                 port: 9200,
+                tls: false,
             }],
         };
         let response_timeout = duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::from_secs(120))?;
@@ -651,7 +708,14 @@ impl Config {
                 "health_check_interval",
                 Duration::from_secs(5),
             )?,
+            tls: None,
+            tls_insecure: false,
         };
+        let ca_file = path(&mut src, CA_FILE, "upstream_ca_file")?;
+        let client_cert = path(&mut src, CLIENT_CERT, "upstream_client_cert_file")?;
+        let client_key = path(&mut src, CLIENT_KEY, "upstream_client_key_file")?;
+        let mut upstream = upstream;
+        upstream.tls_insecure = flag(&mut src, TLS_INSECURE, "upstream_tls_insecure")?;
         let connector_error = ConnectorErrorConfig {
             max_body_size: opt(
                 src.get(MAX_ERROR_BODY, "max_error_body_size"),
@@ -664,6 +728,22 @@ impl Config {
             report_only: flag(&mut src, REPORT_ONLY, "report_only")?,
         };
         let audit = audit(&mut src)?;
+        let wants_tls = upstream.nodes.iter().any(|n| n.tls)
+            || audit.elasticsearch.as_ref().is_some_and(|es| es.url.tls)
+            || ca_file.is_some()
+            || client_cert.is_some()
+            || client_key.is_some()
+            || upstream.tls_insecure;
+        if wants_tls {
+            let settings = ClientSettings {
+                ca_file: ca_file.as_deref(),
+                client_cert_file: client_cert.as_deref(),
+                client_key_file: client_key.as_deref(),
+                insecure: upstream.tls_insecure,
+            };
+            let keys = [CA_FILE.key, CLIENT_CERT.key, CLIENT_KEY.key];
+            upstream.tls = Some(ClientTls::load(&settings, keys).map_err(tls_error)?);
+        }
         let log = LogConfig {
             filter: match src.get(LOG_LEVEL, "log_level") {
                 Some(v) => {
@@ -860,6 +940,17 @@ fn audit(src: &mut Sources) -> Result<AuditConfig, ConfigError> {
     })
 }
 
+fn tls_error(e: crate::tls::TlsError) -> ConfigError {
+    ConfigError::new(e.key, "checked", e.message)
+}
+
+fn path(src: &mut Sources, setting: Setting, id: &str) -> Result<Option<PathBuf>, ConfigError> {
+    match src.get(setting, id) {
+        None => Ok(None),
+        Some(v) => Ok(Some(PathBuf::from(non_empty(&v, setting)?))),
+    }
+}
+
 /// Elasticsearch's index-name rules, as far as a data stream name needs them.
 fn check_data_stream_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() || name.len() > 255 {
@@ -979,11 +1070,11 @@ fn parse_nodes(v: &Value) -> Result<Vec<NodeUrl>, ConfigError> {
 /// Parses `http://host[:port][/]`: a node is a host and port, nothing more.
 pub fn parse_node_url(url: &str) -> Result<NodeUrl, &'static str> {
     let uri: http::Uri = url.parse().map_err(|_| "not a URL")?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => return Err("https upstreams are not supported yet; use http://"),
-        _ => return Err("expected a URL starting with http://"),
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("expected a URL starting with http:// or https://"),
+    };
     let authority = uri.authority().ok_or("the URL names no host")?;
     if authority.as_str().contains('@') {
         return Err("credentials in the URL are not supported; clients send their own");
@@ -995,9 +1086,13 @@ pub fn parse_node_url(url: &str) -> Result<NodeUrl, &'static str> {
     if host.is_empty() {
         return Err("the URL names no host");
     }
+    if tls && crate::tls::server_name(host).is_none() {
+        return Err("the host is not a valid TLS server name");
+    }
     Ok(NodeUrl {
         host: host.to_owned(),
-        port: authority.port_u16().unwrap_or(80),
+        port: authority.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        tls,
     })
 }
 
@@ -1057,7 +1152,8 @@ mod tests {
             c.upstream.nodes,
             vec![NodeUrl {
                 host: "127.0.0.1".into(),
-                port: 9200
+                port: 9200,
+                tls: false,
             }]
         );
         assert_eq!(c.upstream.response_timeout, Some(Duration::from_secs(120)));

@@ -25,8 +25,10 @@ pub mod es_error;
 pub mod hop;
 pub mod metrics;
 pub mod observe;
+pub mod reload;
 pub mod server;
 pub mod stack;
+pub mod tls;
 pub mod upstream;
 
 /// The error type of bodies and boxed failures.

@@ -1,9 +1,11 @@
 //! The `esgate` binary: configuration, logging, the gateway, signals.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use esgate::config::{Config, LoadError, LogFormat};
 use esgate::Gateway;
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Exit code for an invalid configuration.
 const EXIT_CONFIG: u8 = 2;
@@ -30,6 +32,15 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_tracing(&config);
+    // Before the gateway starts (and says so): a SIGHUP right after the start-up line must
+    // reload, not end the process with the signal's default action.
+    let signals = match Signals::install() {
+        Ok(signals) => signals,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot install signal handlers");
+            return ExitCode::FAILURE;
+        }
+    };
 
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
@@ -38,7 +49,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal(&gateway);
+    signals.wait(&gateway, cli.config.clone());
     tracing::info!("shutting down");
     gateway.shutdown();
     ExitCode::SUCCESS
@@ -56,34 +67,85 @@ fn init_tracing(config: &Config) {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT; SIGHUP reopens the audit file.
-fn wait_for_signal(gateway: &Gateway) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot wait for signals");
-            return;
-        }
-    };
-    rt.block_on(async {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::hangup()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = term.recv() => return tracing::info!(signal = "SIGTERM", "signal received"),
-                _ = int.recv() => return tracing::info!(signal = "SIGINT", "signal received"),
-                _ = hup.recv() => {
-                    tracing::info!(signal = "SIGHUP", "signal received");
-                    gateway.reopen_audit();
+/// SIGTERM, SIGINT and SIGHUP, caught from start-up on.
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let _entered = rt.enter();
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+            rt,
+        })
+    }
+
+    /// Blocks until SIGTERM or SIGINT. SIGHUP reloads the configuration and reopens the audit
+    /// file; the configuration file is also checked every `server.reload_interval` and reloaded
+    /// when its content changed (a Kubernetes ConfigMap update swaps a symlink, which file
+    /// watchers miss).
+    fn wait(self, gateway: &Gateway, file: Option<PathBuf>) {
+        let Signals {
+            rt,
+            mut term,
+            mut int,
+            mut hup,
+        } = self;
+        rt.block_on(async {
+            let mut seen = file.as_deref().and_then(|f| std::fs::read(f).ok());
+            loop {
+                let interval = gateway.config().server.reload_interval;
+                let check = async {
+                    match (interval, &file) {
+                        (Some(interval), Some(_)) => tokio::time::sleep(interval).await,
+                        _ => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    _ = term.recv() => return tracing::info!(signal = "SIGTERM", "signal received"),
+                    _ = int.recv() => return tracing::info!(signal = "SIGINT", "signal received"),
+                    _ = hup.recv() => {
+                        tracing::info!(signal = "SIGHUP", "signal received");
+                        gateway.reopen_audit();
+                        seen = file.as_deref().and_then(|f| std::fs::read(f).ok());
+                        reload(gateway, "SIGHUP");
+                    }
+                    () = check => {
+                        let now = file.as_deref().and_then(|f| std::fs::read(f).ok());
+                        if now.is_some() && now != seen {
+                            seen = now;
+                            reload(gateway, "the configuration file changed");
+                        }
+                    }
                 }
             }
+        });
+    }
+}
+
+/// Loads the configuration again (same flags and environment, the file as it is now) and swaps
+/// it in; an invalid one is refused and the running one stays.
+fn reload(gateway: &Gateway, why: &str) {
+    match Config::load() {
+        Ok((_, config)) => {
+            let ignored = gateway.reload(config);
+            if !ignored.is_empty() {
+                tracing::warn!(keys = %ignored.join(","), "these settings cannot change while running; they apply after a restart");
+            }
+            tracing::info!(trigger = why, "configuration reloaded");
         }
-    });
+        Err(LoadError::Invalid(e)) => {
+            tracing::error!(trigger = why, key = e.key(), error = %e, "configuration reload refused; the running configuration stays");
+        }
+        Err(LoadError::Usage(e)) => {
+            tracing::error!(trigger = why, error = %e, "configuration reload refused; the running configuration stays");
+        }
+    }
 }

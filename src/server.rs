@@ -21,15 +21,18 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use arc_swap::ArcSwap;
+
 use crate::admin::{Admin, Readiness};
-use crate::audit::{self, AuditThread};
+use crate::audit::{self, AuditThread, Auditor};
 use crate::body::Body;
 use crate::config::{Config, NodeUrl};
 use crate::dev::DevUpstream;
 use crate::metrics::Metrics;
+use crate::reload::{self, Current, Generation, ReloadingService};
 use crate::stack::Stack;
 use crate::upstream::{ConnInfo, Upstream};
 
@@ -54,7 +57,11 @@ fn startup(what: &str, e: impl std::fmt::Display) -> StartupError {
 pub struct Gateway {
     listen_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
-    stack: Stack,
+    current: Current,
+    /// Told of each new generation (the health probes follow the upstream).
+    generation: watch::Sender<()>,
+    metrics: Arc<Metrics>,
+    auditor: Option<Auditor>,
     readiness: Readiness,
     shutdown: watch::Sender<bool>,
     workers: Vec<JoinHandle<()>>,
@@ -85,6 +92,7 @@ impl Gateway {
             config.upstream.nodes = vec![NodeUrl {
                 host: addr.ip().to_string(),
                 port: addr.port(),
+                tls: false,
             }];
             Some(dev)
         } else {
@@ -92,10 +100,14 @@ impl Gateway {
         };
 
         let metrics = Arc::new(Metrics::new());
-        let (auditor, audit) = audit::start(&config.audit, metrics.clone())
+        let (auditor, audit) = audit::start(&config.audit, config.upstream.tls.as_ref(), metrics.clone())
             .map_err(|e| startup("audit.file", e))?
             .unzip();
-        let stack = Stack::new(&config, metrics.clone(), auditor);
+        let stack = Stack::new(&config, metrics.clone(), auditor.clone());
+        warn_insecure(&config);
+        let started = Arc::new(Generation::new(config.clone(), stack, http_builder(&config)));
+        let current: Current = Arc::new(ArcSwap::new(started));
+        let (generation, _) = watch::channel(());
         let readiness = Readiness::new();
         let (shutdown, _) = watch::channel(false);
         let (aux_shutdown, _) = watch::channel(false);
@@ -103,10 +115,10 @@ impl Gateway {
             let admin = admin.map(|listener| {
                 let state = Admin {
                     readiness: readiness.clone(),
-                    upstream: stack.upstream().clone(),
-                    metrics,
+                    current: current.clone(),
+                    metrics: metrics.clone(),
                 };
-                (listener, state, config.upstream.health_check_interval)
+                (listener, state, generation.subscribe())
             });
             let rx = aux_shutdown.subscribe();
             Some(spawn_thread("esgate-aux", move || run_aux(admin, dev, rx))?)
@@ -114,7 +126,6 @@ impl Gateway {
             None
         };
 
-        let http = Arc::new(http_builder(&config));
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
@@ -123,10 +134,8 @@ impl Gateway {
         for i in 0..workers {
             let listener = listener.try_clone().map_err(|e| startup("server.listen", e))?;
             let ctx = Worker {
-                http: http.clone(),
-                stack: stack.clone(),
+                current: current.clone(),
                 shutdown: shutdown.subscribe(),
-                grace: config.server.shutdown_grace,
             };
             handles.push(spawn_thread(&format!("esgate-worker-{i}"), move || ctx.run(listener))?);
         }
@@ -138,12 +147,16 @@ impl Gateway {
             workers,
             audit = audit.is_some(),
             report_only = config.connector_error.report_only,
+            tls = config.server.tls.is_some(),
             "esgate started"
         );
         Ok(Gateway {
             listen_addr,
             admin_addr,
-            stack,
+            current,
+            generation,
+            metrics,
+            auditor,
             readiness,
             shutdown,
             workers: handles,
@@ -170,14 +183,33 @@ impl Gateway {
         self.admin_addr
     }
 
-    /// The upstream (nodes and their health).
-    pub fn upstream(&self) -> &Upstream {
-        self.stack.upstream()
+    /// The current upstream (nodes and their health).
+    pub fn upstream(&self) -> Upstream {
+        self.current.load().stack.upstream().clone()
     }
 
     /// The gateway's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        self.stack.metrics()
+        &self.metrics
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> Config {
+        self.current.load().config.clone()
+    }
+
+    /// Swaps in `config` for every request that starts from now on; in-flight requests finish on
+    /// the configuration they started with. Settings a running process cannot change keep their
+    /// running values; their keys are returned (they apply after a restart).
+    pub fn reload(&self, mut config: Config) -> Vec<&'static str> {
+        let old = self.current.load_full();
+        let ignored = reload::keep_fixed(&old.config, &mut config);
+        let stack = Stack::new(&config, self.metrics.clone(), self.auditor.clone());
+        warn_insecure(&config);
+        let http = http_builder(&config);
+        self.current.store(Arc::new(Generation::new(config, stack, http)));
+        self.generation.send_replace(());
+        ignored
     }
 
     /// Stops accepting, lets in-flight requests finish within the grace period, and returns
@@ -225,6 +257,12 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
+fn warn_insecure(config: &Config) {
+    if config.upstream.tls_insecure {
+        tracing::warn!("upstream.tls_insecure is on: the certificates of https:// nodes are not verified; use it for development only");
+    }
+}
+
 fn http_builder(config: &Config) -> http1::Builder {
     let mut http = http1::Builder::new();
     let header_timeout = config.server.header_read_timeout;
@@ -240,10 +278,8 @@ fn http_builder(config: &Config) -> http1::Builder {
 
 /// What one worker thread needs.
 struct Worker {
-    http: Arc<http1::Builder>,
-    stack: Stack,
+    current: Current,
     shutdown: watch::Receiver<bool>,
-    grace: Duration,
 }
 
 impl Worker {
@@ -261,27 +297,65 @@ impl Worker {
             loop {
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((tcp, peer)) => {
-                            let _ = tcp.set_nodelay(true);
-                            let service = self.stack.service(ConnInfo { peer, scheme: "http" });
-                            let conn = self.http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
-                            let conn = graceful.watch(conn);
-                            let metrics = self.stack.metrics().clone();
-                            metrics.connection_opened();
-                            tokio::spawn(async move {
-                                if let Err(e) = conn.await {
-                                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                                }
-                                metrics.connection_closed();
-                            });
-                        }
+                        Ok((tcp, peer)) => self.serve(tcp, peer, &graceful),
                         Err(e) => accept_error(e).await,
                     },
                     _ = self.shutdown.changed() => break,
                 }
             }
             drop(listener);
-            drain(graceful, self.grace).await;
+            drain(graceful, self.current.load().config.server.shutdown_grace).await;
+        });
+    }
+
+    /// Serves one accepted connection under the current generation's settings.
+    fn serve(&self, tcp: TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+        let _ = tcp.set_nodelay(true);
+        let generation = self.current.load_full();
+        let metrics = generation.stack.metrics().clone();
+        metrics.connection_opened();
+        let watcher = graceful.watcher();
+        let current = self.current.clone();
+        tokio::spawn(async move {
+            let result = match generation.tls.clone() {
+                None => {
+                    let service = ReloadingService::new(current, &generation, ConnInfo { peer, scheme: "http" });
+                    let conn = generation
+                        .http
+                        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    // The handshake counts against the header-read timeout: a client that opens a
+                    // connection and says nothing is dropped either way.
+                    let limit = match generation.config.server.header_read_timeout {
+                        d if d.is_zero() => Duration::from_secs(30),
+                        d => d,
+                    };
+                    match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let service =
+                                ReloadingService::new(current, &generation, ConnInfo { peer, scheme: "https" });
+                            let conn = generation
+                                .http
+                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                            watcher.watch(conn).await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake with a client failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake with a client timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+            metrics.connection_closed();
         });
     }
 }
@@ -300,6 +374,18 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
     }
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!(grace = ?grace, "grace period over; closing the remaining connections");
+    }
+}
+
+/// Probes the current generation's nodes; starts over on the new ones after a reload.
+async fn probe_current(current: Current, mut generation: watch::Receiver<()>, shutdown: watch::Receiver<bool>) {
+    loop {
+        let running = current.load_full();
+        let interval = running.config.upstream.health_check_interval;
+        tokio::select! {
+            () = running.stack.upstream().run_probes(interval, shutdown.clone()) => return,
+            changed = generation.changed() => if changed.is_err() { return },
+        }
     }
 }
 
@@ -336,15 +422,19 @@ where
 
 /// The helper thread: admin endpoints with the upstream health probes, and the development
 /// upstream.
-fn run_aux(admin: Option<(StdListener, Admin, Duration)>, dev: Option<StdListener>, shutdown: watch::Receiver<bool>) {
+fn run_aux(
+    admin: Option<(StdListener, Admin, watch::Receiver<()>)>,
+    dev: Option<StdListener>,
+    shutdown: watch::Receiver<bool>,
+) {
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return tracing::error!(error = %e, "cannot start the helper runtime"),
     };
     rt.block_on(async move {
-        let probes = admin.as_ref().map(|(_, state, interval)| {
-            let (upstream, interval, shutdown) = (state.upstream.clone(), *interval, shutdown.clone());
-            tokio::spawn(async move { upstream.run_probes(interval, shutdown).await })
+        let probes = admin.as_ref().map(|(_, state, generation)| {
+            let (current, generation, shutdown) = (state.current.clone(), generation.clone(), shutdown.clone());
+            tokio::spawn(probe_current(current, generation, shutdown))
         });
         let admin = admin.map(|(listener, state, _)| {
             tokio::spawn(serve_simple(listener, shutdown.clone(), move |req| {

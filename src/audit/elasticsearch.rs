@@ -36,10 +36,11 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 use crate::config::NodeUrl;
 use crate::metrics::{AuditSink, Metrics};
+use crate::tls::ClientTls;
 
 /// The action line of every event: data streams accept `create` only, and an empty body lets
 /// Elasticsearch pick the document id.
@@ -89,6 +90,8 @@ pub struct BulkConfig {
     /// A header added to every `_bulk` request, by which esgate's own audit layer recognizes its
     /// own writes (and does not audit them) should they come back through the gateway.
     pub marker: (HeaderName, HeaderValue),
+    /// TLS settings for an `https://` node.
+    pub tls: Option<ClientTls>,
 }
 
 impl BulkConfig {
@@ -106,6 +109,7 @@ impl BulkConfig {
             max_backoff: Duration::from_secs(30),
             shutdown_deadline: Duration::from_secs(5),
             marker,
+            tls: None,
         }
     }
 }
@@ -125,6 +129,7 @@ impl fmt::Debug for BulkConfig {
             .field("max_backoff", &self.max_backoff)
             .field("shutdown_deadline", &self.shutdown_deadline)
             .field("marker", &self.marker)
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -233,6 +238,7 @@ impl BulkSink {
             template,
             link: Link {
                 node: config.node,
+                tls: config.tls,
                 conn: None,
                 connect_timeout: config.connect_timeout,
                 request_timeout: config.request_timeout,
@@ -271,21 +277,43 @@ impl BulkSink {
     }
 }
 
-/// Opens a connection to `node` and drives it on the current runtime. The one place that knows
-/// the transport, so that TLS can be added here alone.
-async fn connect(node: &NodeUrl, connect_timeout: Duration) -> io::Result<SendRequest<Full<Bytes>>> {
-    let tcp = match timeout(connect_timeout, TcpStream::connect((node.host.as_str(), node.port))).await {
+/// Opens a connection to `node` (TLS for `https://`) and drives it on the current runtime. The
+/// one place that knows the transport.
+async fn connect(
+    node: &NodeUrl,
+    tls: Option<&ClientTls>,
+    connect_timeout: Duration,
+) -> io::Result<SendRequest<Full<Bytes>>> {
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("connect timed out after {connect_timeout:?}"),
+        )
+    };
+    let end = Instant::now() + connect_timeout;
+    let tcp = match timeout_at(end, TcpStream::connect((node.host.as_str(), node.port))).await {
         Ok(tcp) => tcp?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {connect_timeout:?}"),
-            ))
-        }
+        Err(_) => return Err(timed_out()),
     };
     // One write per batch and a small answer: never wait for Nagle.
     let _ = tcp.set_nodelay(true);
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+    if !node.tls {
+        return handshake(tcp).await;
+    }
+    let (Some(tls), Some(name)) = (tls, crate::tls::server_name(&node.host)) else {
+        return Err(io::Error::other("an https:// node, but no TLS settings"));
+    };
+    match timeout_at(end, tls.connector().connect(name, tcp)).await {
+        Ok(stream) => handshake(stream?).await,
+        Err(_) => Err(timed_out()),
+    }
+}
+
+async fn handshake<T>(io: T) -> io::Result<SendRequest<Full<Bytes>>>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(io::Error::other)?;
     tokio::spawn(async move {
@@ -414,6 +442,7 @@ async fn round_trip(
 /// The connection to the node, kept open between batches.
 struct Link {
     node: NodeUrl,
+    tls: Option<ClientTls>,
     conn: Option<SendRequest<Full<Bytes>>>,
     connect_timeout: Duration,
     request_timeout: Duration,
@@ -430,7 +459,9 @@ impl Link {
                 None => {
                     let connect_timeout = self.connect_timeout.min(end.saturating_duration_since(Instant::now()));
                     (
-                        connect(&self.node, connect_timeout).await.map_err(Failure::Connect)?,
+                        connect(&self.node, self.tls.as_ref(), connect_timeout)
+                            .await
+                            .map_err(Failure::Connect)?,
                         false,
                     )
                 }
@@ -846,6 +877,7 @@ mod tests {
     use hyper::service::service_fn;
     use hyper::Response;
     use tokio::net::TcpListener;
+    use tokio::time::timeout;
 
     use super::*;
 
@@ -954,6 +986,7 @@ mod tests {
         NodeUrl {
             host: "127.0.0.1".to_owned(),
             port,
+            tls: false,
         }
     }
 

@@ -15,6 +15,7 @@ use super::elasticsearch::{BulkConfig, BulkSink};
 use super::{Auditor, Event, TextPolicy};
 use crate::config::AuditConfig;
 use crate::metrics::{AuditSink, Metrics};
+use crate::tls::ClientTls;
 
 /// The running audit thread.
 #[derive(Debug)]
@@ -58,7 +59,11 @@ impl Drop for AuditThread {
 ///
 /// # Errors
 /// The audit file cannot be opened, or the thread cannot start.
-pub fn start(config: &AuditConfig, metrics: Arc<Metrics>) -> io::Result<Option<(Auditor, AuditThread)>> {
+pub fn start(
+    config: &AuditConfig,
+    tls: Option<&ClientTls>,
+    metrics: Arc<Metrics>,
+) -> io::Result<Option<(Auditor, AuditThread)>> {
     if !config.enabled() {
         return Ok(None);
     }
@@ -87,6 +92,7 @@ pub fn start(config: &AuditConfig, metrics: Arc<Metrics>) -> io::Result<Option<(
         max_backoff: Duration::from_secs(30),
         shutdown_deadline: Duration::from_secs(5),
         marker: auditor.own_write_marker(),
+        tls: tls.cloned(),
     });
     let policy = TextPolicy {
         max_error_length: config.max_error_length,

@@ -54,7 +54,9 @@ impl Upstream {
                 .unwrap_or(shared.connect_timeout)
                 .min(Duration::from_secs(10));
         let attempt = async {
-            let mut send = pool::connect(node, &shared.client, shared.connect_timeout).await.ok()?;
+            let mut send = pool::connect(node, &shared.client, shared.connect_timeout, shared.tls.as_ref())
+                .await
+                .ok()?;
             let mut req = Request::new(UpstreamBody::new(Body::Empty).0);
             *req.method_mut() = Method::HEAD;
             req.headers_mut().insert(HOST, node.host_header.clone());

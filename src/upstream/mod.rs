@@ -39,6 +39,7 @@ use crate::config::{Config, UpstreamConfig};
 use crate::es_error;
 use crate::hop::strip_hop_by_hop;
 use crate::metrics::{Metrics, UpstreamError};
+use crate::tls::ClientTls;
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -75,6 +76,7 @@ struct Shared {
     forwarded_headers: bool,
     metrics: Arc<Metrics>,
     annotate: bool,
+    tls: Option<ClientTls>,
 }
 
 /// The upstream of one gateway: its nodes and how to reach them. Cheap to clone.
@@ -111,6 +113,7 @@ impl Upstream {
                 forwarded_headers,
                 metrics,
                 annotate,
+                tls: cfg.tls.clone(),
             }),
         }
     }
@@ -356,7 +359,7 @@ impl UpstreamService {
                 }
             }
         }
-        let send = pool::connect(node, &shared.client, shared.connect_timeout).await?;
+        let send = pool::connect(node, &shared.client, shared.connect_timeout, shared.tls.as_ref()).await?;
         shared.nodes.mark_alive(index);
         Ok(send)
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
+use rustls::pki_types::ServerName;
 
 use crate::config::NodeUrl;
 
@@ -24,6 +25,8 @@ pub struct Node {
     /// The same, shared with the audit events that name it.
     pub(crate) name: Arc<str>,
     pub(crate) host_header: HeaderValue,
+    /// For `https://` nodes, the name their certificate must carry.
+    pub(crate) tls: Option<ServerName<'static>>,
     /// Milliseconds since [`Nodes::epoch`] until which the node is skipped; 0 when live.
     dead_until_ms: AtomicU64,
     /// Consecutive connection failures.
@@ -56,6 +59,7 @@ impl Nodes {
                     host_header: HeaderValue::from_str(&authority)
                         .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
                     name: Arc::from(authority.as_str()),
+                    tls: url.tls.then(|| crate::tls::server_name(&url.host)).flatten(),
                     authority,
                     dead_until_ms: AtomicU64::new(0),
                     failures: AtomicU32::new(0),
@@ -215,6 +219,7 @@ mod tests {
             .map(|p| NodeUrl {
                 host: "127.0.0.1".into(),
                 port: 9200 + p,
+                tls: false,
             })
             .collect();
         Nodes::new(&urls, Duration::from_secs(60), Duration::from_secs(600))

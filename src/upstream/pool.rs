@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
 use super::nodes::Node;
+use crate::tls::ClientTls;
 
 /// The sending half of one upstream HTTP/1.1 connection.
 pub(crate) type Sender = SendRequest<UpstreamBody>;
@@ -78,6 +79,9 @@ pub(crate) fn park(idle: Idle, max_idle: Duration, max_per_node: usize) {
 pub(crate) enum ConnectError {
     Io(std::io::Error),
     Timeout(Duration),
+    Tls(std::io::Error),
+    /// An `https://` node, but no TLS settings (cannot happen with a loaded configuration).
+    NoTls,
     Handshake(hyper::Error),
 }
 
@@ -86,22 +90,49 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Io(e) => write!(f, "{e}"),
             ConnectError::Timeout(d) => write!(f, "connect timed out after {d:?}"),
+            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+            ConnectError::NoTls => f.write_str("an https:// node, but no TLS settings"),
             ConnectError::Handshake(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// Opens a new connection to `node` and drives it on the current runtime thread.
-pub(crate) async fn connect(node: &Node, builder: &Builder, timeout: Duration) -> Result<Sender, ConnectError> {
-    let tcp = match tokio::time::timeout(timeout, TcpStream::connect(node.authority.as_str())).await {
+/// Opens a new connection to `node` (TLS for an `https://` node, within the same `timeout`) and
+/// drives it on the current runtime thread.
+pub(crate) async fn connect(
+    node: &Node,
+    builder: &Builder,
+    timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Sender, ConnectError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(node.authority.as_str())).await {
         Ok(Ok(tcp)) => tcp,
         Ok(Err(e)) => return Err(ConnectError::Io(e)),
         Err(_) => return Err(ConnectError::Timeout(timeout)),
     };
     // Requests and answers are small and latency-bound: never wait for Nagle.
     let _ = tcp.set_nodelay(true);
+    match &node.tls {
+        None => handshake(node, builder, tcp).await,
+        Some(name) => {
+            let connector = tls.ok_or(ConnectError::NoTls)?.connector();
+            let stream = match tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
+                Err(_) => return Err(ConnectError::Timeout(timeout)),
+            };
+            handshake(node, builder, stream).await
+        }
+    }
+}
+
+async fn handshake<T>(node: &Node, builder: &Builder, io: T) -> Result<Sender, ConnectError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let (send, conn) = builder
-        .handshake(TokioIo::new(tcp))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(ConnectError::Handshake)?;
     let authority = node.authority.clone();

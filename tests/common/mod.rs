@@ -513,6 +513,8 @@ pub struct Binary {
     pub log: std::sync::mpsc::Receiver<String>,
     /// Lines written to stdout (audit events) arrive here.
     pub stdout: std::sync::mpsc::Receiver<String>,
+    /// The log lines up to and including the start-up line.
+    pub startup: Vec<String>,
     /// stdout when it is held unread (see [`Binary::start_holding_stdout`]).
     held: Option<std::process::ChildStdout>,
 }
@@ -542,10 +544,14 @@ impl Binary {
             Some(out) if read_stdout => (lines(out), None),
             out => (std::sync::mpsc::channel().1, out),
         };
+        let mut startup = Vec::new();
         let started = loop {
             match log.recv_timeout(LIMIT) {
-                Ok(line) if line.contains("esgate started") => break line,
-                Ok(_) => continue,
+                Ok(line) if line.contains("esgate started") => {
+                    startup.push(line.clone());
+                    break line;
+                }
+                Ok(line) => startup.push(line),
                 Err(e) => {
                     let _ = child.kill();
                     panic!("esgate did not start: {e}");
@@ -566,6 +572,7 @@ impl Binary {
             admin,
             log,
             stdout,
+            startup,
             held,
         }
     }
