@@ -29,15 +29,24 @@ const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// Applies [`Observe`] to the services of one client connection.
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
+    sinks: Arc<Sinks>,
+    conn: ConnInfo,
+}
+
+/// Where observations go; one `Arc` for both, so a request clones one pointer.
+#[derive(Debug)]
+struct Sinks {
     metrics: Arc<Metrics>,
     audit: Option<Auditor>,
-    conn: ConnInfo,
 }
 
 impl ObserveLayer {
     /// A layer for the connection `conn`.
     pub fn new(metrics: Arc<Metrics>, audit: Option<Auditor>, conn: ConnInfo) -> Self {
-        ObserveLayer { metrics, audit, conn }
+        ObserveLayer {
+            sinks: Arc::new(Sinks { metrics, audit }),
+            conn,
+        }
     }
 }
 
@@ -81,8 +90,8 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let layer = &self.layer;
-        layer.metrics.request_started();
-        let pending = match &layer.audit {
+        layer.sinks.metrics.request_started();
+        let pending = match &layer.sinks.audit {
             Some(audit) if audit.wants(&req) => Some(Box::new(pending(&req, layer.conn, audit.all_requests()))),
             _ => None,
         };
@@ -92,8 +101,7 @@ where
             state: Some(State {
                 started,
                 method,
-                metrics: layer.metrics.clone(),
-                audit: layer.audit.clone(),
+                sinks: layer.sinks.clone(),
                 pending,
             }),
         }
@@ -136,8 +144,7 @@ fn pending<B>(req: &Request<B>, conn: ConnInfo, all_requests: bool) -> Event {
 struct State {
     started: Instant,
     method: Method,
-    metrics: Arc<Metrics>,
-    audit: Option<Auditor>,
+    sinks: Arc<Sinks>,
     pending: Option<Box<Event>>,
 }
 
@@ -151,16 +158,17 @@ impl State {
         } else {
             Route::PassThrough
         };
-        self.metrics.request_finished(route, &self.method, status, elapsed);
+        let metrics = &self.sinks.metrics;
+        metrics.request_finished(route, &self.method, status, elapsed);
         if let Some(record) = record {
             match &record.verdict {
                 Verdict::Forwarded => {}
-                Verdict::Rejected(r) => self.metrics.local_rejection(r.label()),
-                Verdict::WouldReject(r) => self.metrics.would_reject(r.label()),
-                Verdict::Unchecked(why) => self.metrics.unchecked(why),
+                Verdict::Rejected(r) => metrics.local_rejection(r.label()),
+                Verdict::WouldReject(r) => metrics.would_reject(r.label()),
+                Verdict::Unchecked(why) => metrics.unchecked(why),
             }
         }
-        let (Some(audit), Some(mut event)) = (self.audit, self.pending) else {
+        let (Some(audit), Some(mut event)) = (&self.sinks.audit, self.pending) else {
             return;
         };
         if record.is_none() && !audit.all_requests() {
@@ -190,7 +198,7 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             // The client went away before the response head: no longer in flight.
             if let Some(state) = this.project().state.take() {
-                state.metrics.request_abandoned();
+                state.sinks.metrics.request_abandoned();
             }
         }
     }
@@ -208,7 +216,7 @@ where
         if let Some(state) = this.state.take() {
             match &result {
                 Ok(response) => state.finish(response),
-                Err(_) => state.metrics.request_abandoned(),
+                Err(_) => state.sinks.metrics.request_abandoned(),
             }
         }
         Poll::Ready(result)

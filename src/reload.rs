@@ -87,41 +87,39 @@ pub fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
 
 /// The service of one client connection across reloads: each request goes to the current
 /// generation's service for this connection, built once per generation.
+///
+/// It implements hyper's `Service` (`call(&self)`) directly, so a request costs no clone of the
+/// stack and no readiness round trip: every service of esgate's stack is always ready (none of
+/// them applies backpressure), and `call` still asks once, with a no-op waker, as tower's contract
+/// wants.
 #[derive(Clone, Debug)]
-pub struct ReloadingService {
-    current: Current,
-    info: ConnInfo,
-    /// This connection's service for the generation it was built from. Shared: hyper clones
-    /// the service for each request.
-    slot: Arc<Mutex<(u64, ConnectionService)>>,
-    /// The service made ready by `poll_ready`, for `call`.
-    ready: Option<ConnectionService>,
+pub struct ConnectionHandle {
+    inner: Arc<Slot>,
 }
 
-impl ReloadingService {
+#[derive(Debug)]
+struct Slot {
+    current: Current,
+    info: ConnInfo,
+    /// This connection's service and the generation it was built from.
+    service: Mutex<(u64, ConnectionService)>,
+}
+
+impl ConnectionHandle {
     /// The service for a connection accepted under `generation`.
     pub fn new(current: Current, generation: &Generation, info: ConnInfo) -> Self {
         let service = generation.stack.service(info);
-        ReloadingService {
-            current,
-            info,
-            slot: Arc::new(Mutex::new((generation.id, service))),
-            ready: None,
+        ConnectionHandle {
+            inner: Arc::new(Slot {
+                current,
+                info,
+                service: Mutex::new((generation.id, service)),
+            }),
         }
-    }
-
-    /// This connection's service for the current generation.
-    fn service(&self) -> ConnectionService {
-        let generation = self.current.load();
-        let mut slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
-        if slot.0 != generation.id {
-            *slot = (generation.id, generation.stack.service(self.info));
-        }
-        slot.1.clone()
     }
 }
 
-impl<B> Service<Request<B>> for ReloadingService
+impl<B> hyper::service::Service<Request<B>> for ConnectionHandle
 where
     B: Into<Body> + Send + 'static,
 {
@@ -129,18 +127,15 @@ where
     type Error = Infallible;
     type Future = <ConnectionService as Service<Request<B>>>::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        let service = match &mut self.ready {
-            Some(service) => service,
-            None => self.ready.insert(self.service()),
-        };
-        Service::<Request<B>>::poll_ready(service, cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        // Called after `poll_ready`, as tower requires; the stack's services are always ready,
-        // so a call without it is served by a fresh one all the same.
-        let mut service = self.ready.take().unwrap_or_else(|| self.service());
-        service.call(req)
+    fn call(&self, req: Request<B>) -> Self::Future {
+        let slot = &*self.inner;
+        let generation = slot.current.load();
+        let mut service = slot.service.lock().unwrap_or_else(PoisonError::into_inner);
+        if service.0 != generation.id {
+            *service = (generation.id, generation.stack.service(slot.info));
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let _always_ready: Poll<Result<(), Infallible>> = Service::<Request<B>>::poll_ready(&mut service.1, &mut cx);
+        service.1.call(req)
     }
 }

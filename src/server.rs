@@ -20,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -32,7 +31,7 @@ use crate::body::Body;
 use crate::config::{Config, NodeUrl};
 use crate::dev::DevUpstream;
 use crate::metrics::Metrics;
-use crate::reload::{self, Current, Generation, ReloadingService};
+use crate::reload::{self, ConnectionHandle, Current, Generation};
 use crate::stack::Stack;
 use crate::upstream::{ConnInfo, Upstream};
 
@@ -319,10 +318,8 @@ impl Worker {
         tokio::spawn(async move {
             let result = match generation.tls.clone() {
                 None => {
-                    let service = ReloadingService::new(current, &generation, ConnInfo { peer, scheme: "http" });
-                    let conn = generation
-                        .http
-                        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service));
+                    let service = ConnectionHandle::new(current, &generation, ConnInfo { peer, scheme: "http" });
+                    let conn = generation.http.serve_connection(TokioIo::new(tcp), service);
                     watcher.watch(conn).await
                 }
                 Some(tls) => {
@@ -335,10 +332,8 @@ impl Worker {
                     match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
                         Ok(Ok(stream)) => {
                             let service =
-                                ReloadingService::new(current, &generation, ConnInfo { peer, scheme: "https" });
-                            let conn = generation
-                                .http
-                                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+                                ConnectionHandle::new(current, &generation, ConnInfo { peer, scheme: "https" });
+                            let conn = generation.http.serve_connection(TokioIo::new(stream), service);
                             watcher.watch(conn).await
                         }
                         Ok(Err(e)) => {
