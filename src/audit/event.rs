@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Map, Value};
+use std::io::Write;
 
 use super::redact::{redact_secrets, truncate, Caller};
 use crate::connector_error::{Intercepted, Verdict};
+use crate::es_error::write_json_string;
 
 /// The ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.17.0";
@@ -59,117 +60,173 @@ pub struct TextPolicy {
 }
 
 impl Event {
-    /// The event as one JSON object (no trailing newline).
+    /// The event as one JSON object (no trailing newline). Written straight into the buffer,
+    /// field by field in a fixed order: an order readers can rely on, and no tree of maps built
+    /// and dropped per event.
     pub fn to_json(&self, policy: TextPolicy) -> Vec<u8> {
-        let mut root = Map::new();
-        root.insert("@timestamp".into(), Value::String(rfc3339_millis(self.timestamp)));
-        root.insert("ecs".into(), json!({ "version": ECS_VERSION }));
+        let mut out = Vec::with_capacity(768);
+        let mut root = Obj::open(&mut out);
+        root.str("@timestamp", &rfc3339_millis(self.timestamp));
+        root.obj("ecs", |o| o.str("version", ECS_VERSION));
         let (action, kind) = match &self.intercepted {
             Some(_) => ("update-connector-error", "change"),
             None => ("http-request", "access"),
         };
-        root.insert(
-            "event".into(),
-            json!({
-                "kind": "event",
-                "category": ["web"],
-                "type": [kind],
-                "action": action,
-                "outcome": if self.status < 400 { "success" } else { "failure" },
-                "duration": u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX),
-                "dataset": "esgate.audit",
-                "module": "esgate",
-            }),
-        );
-
-        let mut request = Map::new();
-        request.insert("method".into(), Value::String(self.method.as_str().to_owned()));
-        if let Some(id) = &self.opaque_id {
-            request.insert("id".into(), Value::String(id.clone()));
-        }
-        if let Some(bytes) = self.request_bytes {
-            request.insert("body".into(), json!({ "bytes": bytes }));
-        }
-        root.insert(
-            "http".into(),
-            json!({ "request": request, "response": { "status_code": self.status } }),
-        );
-        let mut url = Map::new();
-        url.insert("path".into(), Value::String(self.path.clone()));
-        if let Some(query) = &self.query {
-            url.insert("query".into(), Value::String(query.clone()));
-        }
-        root.insert("url".into(), Value::Object(url));
-        root.insert(
-            "client".into(),
-            json!({ "ip": self.client.ip().to_string(), "port": self.client.port() }),
-        );
+        root.obj("event", |o| {
+            o.str("kind", "event");
+            o.raw("category", "[\"web\"]");
+            o.raw("type", &format!("[\"{kind}\"]"));
+            o.str("action", action);
+            o.str("outcome", if self.status < 400 { "success" } else { "failure" });
+            o.num("duration", nanos(self.duration));
+            o.str("dataset", "esgate.audit");
+            o.str("module", "esgate");
+        });
+        root.obj("http", |o| {
+            o.obj("request", |r| {
+                r.str("method", self.method.as_str());
+                if let Some(id) = &self.opaque_id {
+                    r.str("id", id);
+                }
+                if let Some(bytes) = self.request_bytes {
+                    r.obj("body", |b| b.num("bytes", bytes));
+                }
+            });
+            o.obj("response", |r| r.num("status_code", u64::from(self.status)));
+        });
+        root.obj("url", |o| {
+            o.str("path", &self.path);
+            if let Some(query) = &self.query {
+                o.str("query", query);
+            }
+        });
+        root.obj("client", |o| {
+            o.str("ip", &self.client.ip().to_string());
+            o.num("port", u64::from(self.client.port()));
+        });
         if let Some(name) = self.caller.as_ref().and_then(|c| c.name.as_ref()) {
-            root.insert("user".into(), json!({ "name": name }));
+            root.obj("user", |o| o.str("name", name));
         }
         if let Some(agent) = &self.user_agent {
-            root.insert("user_agent".into(), json!({ "original": agent }));
+            root.obj("user_agent", |o| o.str("original", agent));
         }
         if let Some((trace, span)) = self.traceparent.as_deref().and_then(parse_traceparent) {
-            root.insert("trace".into(), json!({ "id": trace }));
-            root.insert("span".into(), json!({ "id": span }));
+            root.obj("trace", |o| o.str("id", trace));
+            root.obj("span", |o| o.str("id", span));
         }
-
-        let mut esgate = Map::new();
-        match &self.intercepted {
-            None => {
-                esgate.insert("verdict".into(), "passed_through".into());
-            }
-            Some(record) => {
-                let mut connector = Map::new();
-                connector.insert("id".into(), Value::String(record.connector_id.clone()));
-                if let Some(text) = &record.error_text {
-                    let text = if policy.redact_error_secrets {
-                        redact_secrets(text)
-                    } else {
-                        text.as_str().into()
+        let rejection = match self.intercepted.as_ref().map(|r| &r.verdict) {
+            Some(Verdict::Rejected(r) | Verdict::WouldReject(r)) => Some(r),
+            _ => None,
+        };
+        if let Some(r) = rejection {
+            root.obj("error", |o| {
+                if let Some(t) = r.error_type {
+                    o.str("type", t);
+                }
+                o.str("message", &r.reason);
+                o.str("code", &r.status.to_string());
+            });
+        }
+        root.obj("esgate", |o| {
+            match &self.intercepted {
+                None => o.str("verdict", "passed_through"),
+                Some(record) => {
+                    o.obj("connector", |c| {
+                        c.str("id", &record.connector_id);
+                        if let Some(text) = &record.error_text {
+                            let text = if policy.redact_error_secrets {
+                                redact_secrets(text)
+                            } else {
+                                text.as_str().into()
+                            };
+                            let (kept, cut) = truncate(&text, policy.max_error_length);
+                            c.str("error", kept);
+                            c.bool("error_truncated", cut);
+                            c.num("error_length", text.len() as u64);
+                        }
+                    });
+                    let verdict = match &record.verdict {
+                        Verdict::Forwarded => "forwarded",
+                        Verdict::Rejected(_) => "rejected",
+                        Verdict::WouldReject(_) => "would_reject",
+                        Verdict::Unchecked(why) => {
+                            o.str("unchecked_reason", why);
+                            "unchecked"
+                        }
                     };
-                    let (kept, cut) = truncate(&text, policy.max_error_length);
-                    connector.insert("error".into(), Value::String(kept.to_owned()));
-                    connector.insert("error_truncated".into(), Value::Bool(cut));
-                    connector.insert("error_length".into(), Value::from(text.len()));
-                }
-                esgate.insert("connector".into(), Value::Object(connector));
-                let verdict = match &record.verdict {
-                    Verdict::Forwarded => "forwarded",
-                    Verdict::Rejected(_) => "rejected",
-                    Verdict::WouldReject(_) => "would_reject",
-                    Verdict::Unchecked(why) => {
-                        esgate.insert("unchecked_reason".into(), Value::String((*why).to_owned()));
-                        "unchecked"
-                    }
-                };
-                esgate.insert("verdict".into(), verdict.into());
-                if let Verdict::Rejected(r) | Verdict::WouldReject(r) = &record.verdict {
-                    let mut error = Map::new();
-                    if let Some(t) = r.error_type {
-                        error.insert("type".into(), t.into());
-                    }
-                    error.insert("message".into(), Value::String(r.reason.clone()));
-                    error.insert("code".into(), Value::String(r.status.to_string()));
-                    root.insert("error".into(), Value::Object(error));
+                    o.str("verdict", verdict);
                 }
             }
+            if let Some(scheme) = self.caller.as_ref().map(|c| c.scheme) {
+                o.obj("auth", |a| a.str("scheme", scheme));
+            }
+            if let Some((node, took)) = &self.upstream {
+                o.obj("upstream", |u| {
+                    u.str("node", node);
+                    u.num("duration", nanos(*took));
+                });
+            }
+        });
+        root.close();
+        out
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A JSON object being written: keys are esgate's own (plain ASCII), values are escaped.
+struct Obj<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> Obj<'a> {
+    fn open(out: &'a mut Vec<u8>) -> Self {
+        out.push(b'{');
+        Obj { out, first: true }
+    }
+
+    fn close(self) {
+        self.out.push(b'}');
+    }
+
+    fn key(&mut self, key: &str) {
+        if !std::mem::take(&mut self.first) {
+            self.out.push(b',');
         }
-        if let Some(scheme) = self.caller.as_ref().map(|c| c.scheme) {
-            esgate.insert("auth".into(), json!({ "scheme": scheme }));
-        }
-        if let Some((node, took)) = &self.upstream {
-            esgate.insert(
-                "upstream".into(),
-                json!({
-                    "node": &**node,
-                    "duration": u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-                }),
-            );
-        }
-        root.insert("esgate".into(), Value::Object(esgate));
-        serde_json::to_vec(&Value::Object(root)).unwrap_or_default()
+        self.out.push(b'"');
+        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        write_json_string(self.out, value);
+    }
+
+    fn num(&mut self, key: &str, value: u64) {
+        self.key(key);
+        let _ = write!(self.out, "{value}");
+    }
+
+    fn bool(&mut self, key: &str, value: bool) {
+        self.key(key);
+        self.out.extend_from_slice(if value { b"true" } else { b"false" });
+    }
+
+    /// A value that is already JSON.
+    fn raw(&mut self, key: &str, json: &str) {
+        self.key(key);
+        self.out.extend_from_slice(json.as_bytes());
+    }
+
+    fn obj(&mut self, key: &str, fill: impl FnOnce(&mut Obj<'_>)) {
+        self.key(key);
+        let mut inner = Obj::open(self.out);
+        fill(&mut inner);
+        inner.close();
     }
 }
 
@@ -220,6 +277,8 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
+
     use super::*;
     use crate::connector_error::Rejection;
 
