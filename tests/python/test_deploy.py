@@ -185,7 +185,7 @@ def test_config_is_a_directory_mount_of_a_configmap(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_upstream_ca_secret_is_optional(variant):
     container, _ = esgate_container(variant)
-    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/esgate/tls")
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/etc/esgate-tls")
     volume = next(v for v in pod_spec(variant)["volumes"] if v["name"] == mount["name"])
     assert volume["secret"]["optional"] is True, "the Pod must start without the CA Secret"
 
