@@ -204,6 +204,7 @@ impl Gateway {
         let old = self.current.load_full();
         let ignored = reload::keep_fixed(&old.config, &mut config);
         let stack = Stack::new(&config, self.metrics.clone(), self.auditor.clone());
+        stack.upstream().nodes().inherit(old.stack.upstream().nodes());
         warn_insecure(&config);
         let http = http_builder(&config);
         self.current.store(Arc::new(Generation::new(config, stack, http)));

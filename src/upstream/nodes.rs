@@ -154,6 +154,17 @@ impl Nodes {
         }
     }
 
+    /// Takes over what `old` knows of the nodes both sets have (same `host:port`), so that a
+    /// reload does not make a healthy gateway look unready until its next probe.
+    pub fn inherit(&self, old: &Nodes) {
+        for node in self.nodes.iter() {
+            if let Some(previous) = old.nodes.iter().find(|o| o.name == node.name) {
+                node.answering
+                    .store(previous.answering.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
     /// Whether the node answered the last probe or connection attempt.
     pub fn is_answering(&self, index: usize) -> bool {
         self.nodes[index].answering.load(Ordering::Relaxed)
@@ -253,6 +264,19 @@ mod tests {
         assert_eq!(backoff_delay(s, max, 3), Duration::from_secs(4));
         assert_eq!(backoff_delay(s, max, 10), max);
         assert_eq!(backoff_delay(s, max, u32::MAX), max);
+    }
+
+    #[test]
+    fn a_reload_keeps_what_is_known_of_the_same_nodes() {
+        let old = nodes(2);
+        old.probed(0, true);
+        old.probed(1, false);
+        let new = nodes(3);
+        assert!(!new.any_answering(), "nothing is known of new nodes");
+        new.inherit(&old);
+        assert!(new.is_answering(0));
+        assert!(!new.is_answering(1));
+        assert!(!new.is_answering(2));
     }
 
     #[test]
