@@ -17,6 +17,9 @@ use crate::config::AuditConfig;
 use crate::metrics::{AuditSink, Metrics};
 use crate::tls::ClientTls;
 
+/// How long events gather in the queue after a write-out: audit lines are at most this late.
+const GATHER: Duration = Duration::from_millis(5);
+
 /// The running audit thread.
 #[derive(Debug)]
 pub struct AuditThread {
@@ -164,7 +167,8 @@ impl Writer {
                 }
                 None => (None, None),
             };
-            loop {
+            let mut stopping = false;
+            while !stopping {
                 tokio::select! {
                     event = rx.recv() => match event {
                         Some(event) => {
@@ -174,17 +178,24 @@ impl Writer {
                                 self.write(&event, sink.as_ref());
                             }
                             self.flush();
+                            // Let the next events gather: while this thread is not waiting in
+                            // `recv`, queuing an event wakes nobody, so a busy gateway pays one
+                            // wake-up and one write per window, not per request.
+                            tokio::select! {
+                                () = tokio::time::sleep(GATHER) => {}
+                                _ = &mut stop => stopping = true,
+                            }
                         }
                         None => break,
                     },
                     () = reopen.notified() => self.reopen(),
-                    _ = &mut stop => {
-                        rx.close();
-                        while let Some(event) = rx.recv().await {
-                            self.write(&event, sink.as_ref());
-                        }
-                        break;
-                    }
+                    _ = &mut stop => stopping = true,
+                }
+            }
+            if stopping {
+                rx.close();
+                while let Some(event) = rx.recv().await {
+                    self.write(&event, sink.as_ref());
                 }
             }
             self.flush();
