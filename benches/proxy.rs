@@ -197,5 +197,44 @@ fn round_trip(c: &mut Criterion) {
     gateway.shutdown();
 }
 
-criterion_group!(benches, helpers, body_check, round_trip);
+/// The audit thread's work per event, and the redaction of an error text.
+fn audit(c: &mut Criterion) {
+    use esgate::audit::redact::{caller, redact_secrets};
+    use esgate::audit::{Event, TextPolicy};
+    use esgate::connector_error::{Intercepted, Verdict};
+    let event = Event {
+        timestamp: std::time::SystemTime::now(),
+        method: http::Method::PUT,
+        path: "/_connector/my-connector/_error".into(),
+        query: None,
+        client: "10.1.2.3:45678".parse().expect("addr"),
+        caller: Some(caller(b"Basic ZWxhc3RpYzpjaGFuZ2VtZQ==")),
+        user_agent: Some("elasticsearch-py/9.5.1 (Python/3.11.7; elastic-transport/9.2.0)".into()),
+        opaque_id: Some("sync-job-42".into()),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+        request_bytes: Some(71),
+        status: 200,
+        duration: std::time::Duration::from_micros(812),
+        intercepted: Some(Intercepted {
+            connector_id: "my-connector".into(),
+            verdict: Verdict::Forwarded,
+            error_text: Some("Connection refused by upstream host db-1:5432 after 3 tries".into()),
+        }),
+        upstream: Some((
+            std::sync::Arc::from("es-node-1:9200"),
+            std::time::Duration::from_micros(640),
+        )),
+    };
+    let policy = TextPolicy {
+        max_error_length: 1024,
+        redact_error_secrets: true,
+    };
+    c.bench_function("audit/event_to_json", |b| b.iter(|| black_box(&event).to_json(policy)));
+    let text = "sync failed: cannot reach postgres://app:s3cret@db-1:5432/x (password=hunter2); retrying in 30s";
+    c.bench_function("audit/redact_secrets", |b| {
+        b.iter(|| redact_secrets(black_box(text)).len())
+    });
+}
+
+criterion_group!(benches, helpers, body_check, audit, round_trip);
 criterion_main!(benches);
