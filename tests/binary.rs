@@ -5,7 +5,6 @@ mod common;
 use std::process::Command;
 
 use common::{request, within, Binary, Client, Reply, Upstream};
-use tokio::sync::mpsc;
 
 fn run_expecting_failure(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_esgate"))
@@ -168,29 +167,13 @@ async fn dev_upstream_serves_connectors() {
 
 #[tokio::test]
 async fn sigterm_lets_a_slow_response_finish_then_exits_zero() {
-    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let rx = std::sync::Mutex::new(Some(rx));
-    let mut up = Upstream::start(move |msg| {
-        // The admin listener's health probes (HEAD /) get a plain answer.
-        let slow = msg.start_line.starts_with("GET /_slow ");
-        match rx.lock().ok().and_then(|mut r| if slow { r.take() } else { None }) {
-            Some(rx) => Reply::Stream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), rx),
-            None => Reply::ok("{}"),
-        }
-    })
-    .await;
+    let (mut up, tx) = Upstream::with_slow_path("{}").await;
     let bin = Binary::start(
         &[&format!("--upstream={}", up.url()), "--admin-listen=127.0.0.1:0"],
         &[],
     );
     let mut client = Client::connect(bin.addr).await;
-    client.send(&request("GET", "/_slow", &[], b"")).await;
-    while !up.next().await.msg.start_line.starts_with("GET /_slow ") {}
-    tx.send(b"01234".to_vec()).expect("first half");
-    let mut head = within("the head", client.reader.head())
-        .await
-        .expect("read")
-        .expect("head");
+    let mut head = up.start_slow(&mut client, &tx).await;
     assert_eq!(head.status(), 200);
 
     bin.terminate();

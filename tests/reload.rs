@@ -6,7 +6,6 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{request, within, Binary, Client, Reply, Upstream};
-use tokio::sync::mpsc;
 
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("esgate-reload-{name}-{}", std::process::id()));
@@ -39,16 +38,7 @@ fn body_of(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_swaps_the_upstream_and_a_limit_while_a_slow_request_finishes_on_the_old_ones() {
-    let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
-    let rx = std::sync::Mutex::new(Some(rx));
-    let mut old = Upstream::start(move |msg| {
-        let slow = msg.start_line.starts_with("GET /_slow ");
-        match rx.lock().ok().and_then(|mut r| if slow { r.take() } else { None }) {
-            Some(rx) => Reply::Stream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), rx),
-            None => Reply::ok(r#"{"from":"old"}"#),
-        }
-    })
-    .await;
+    let (mut old, tx) = Upstream::with_slow_path(r#"{"from":"old"}"#).await;
     let new = Upstream::start(|_| Reply::ok(r#"{"from":"new"}"#)).await;
     let dir = tempdir("sighup");
     let file = dir.join("esgate.toml");
@@ -57,13 +47,7 @@ async fn sighup_swaps_the_upstream_and_a_limit_while_a_slow_request_finishes_on_
 
     // A slow request in flight on the old upstream, and a kept-alive connection that has been used.
     let mut slow = Client::connect(bin.addr).await;
-    slow.send(&request("GET", "/_slow", &[], b"")).await;
-    while !old.next().await.msg.start_line.starts_with("GET /_slow ") {}
-    tx.send(b"01234".to_vec()).expect("first half");
-    let mut head = within("the slow head", slow.reader.head())
-        .await
-        .expect("read")
-        .expect("head");
+    let mut head = old.start_slow(&mut slow, &tx).await;
     let mut kept = Client::connect(bin.addr).await;
     assert_eq!(
         kept.exchange("GET", &request("GET", "/", &[], b"")).await.json()["from"],

@@ -269,24 +269,7 @@ async fn the_tls_listener_serves_a_client_that_trusts_the_test_ca() {
         "--forwarded-headers",
     ]))
     .expect("start");
-    let mut roots = RootCertStore::empty();
-    for c in certs(&pki.path("ca.pem")) {
-        roots.add(c).expect("root");
-    }
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = TcpStream::connect(gw.listen_addr()).await.expect("connect");
-    let name = ServerName::try_from("localhost").expect("name");
-    let tls = within(
-        "the TLS handshake",
-        TlsConnector::from(Arc::new(config)).connect(name, tcp),
-    )
-    .await
-    .expect("handshake with esgate");
-    let mut reader = Reader::new(tls);
+    let mut reader = Reader::new(tls_connect(gw.listen_addr(), &pki.path("ca.pem")).await);
     use tokio::io::AsyncWriteExt;
     reader
         .get_mut()
@@ -325,8 +308,8 @@ fn tls_settings_are_checked_when_the_configuration_loads() {
     assert_eq!(e.key(), "server.tls_key_file", "a certificate is no key");
 }
 
-/// The certificate esgate presents to a new TLS connection.
-async fn presented(addr: SocketAddr, ca: &Path) -> CertificateDer<'static> {
+/// A TLS connection to esgate at `addr` (as `localhost`) from a client that trusts `ca`.
+async fn tls_connect(addr: SocketAddr, ca: &Path) -> tokio_rustls::client::TlsStream<TcpStream> {
     let mut roots = RootCertStore::empty();
     for c in certs(ca) {
         roots.add(c).expect("root");
@@ -338,12 +321,17 @@ async fn presented(addr: SocketAddr, ca: &Path) -> CertificateDer<'static> {
         .with_no_client_auth();
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
-    let tls = within(
+    within(
         "the TLS handshake",
         TlsConnector::from(Arc::new(config)).connect(name, tcp),
     )
     .await
-    .expect("handshake");
+    .expect("handshake with esgate")
+}
+
+/// The certificate esgate presents to a new TLS connection.
+async fn presented(addr: SocketAddr, ca: &Path) -> CertificateDer<'static> {
+    let tls = tls_connect(addr, ca).await;
     tls.get_ref().1.peer_certificates().expect("a certificate")[0]
         .clone()
         .into_owned()

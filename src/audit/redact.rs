@@ -135,33 +135,36 @@ fn url_credentials(text: &str, spans: &mut Vec<(usize, usize)>) {
     }
 }
 
+/// Where each of `words` starts a word of `lower` (not preceded by a character `joins`),
+/// with the index just after it.
+fn word_starts<'a>(lower: &'a str, words: &'a [&'a str], joins: fn(char) -> bool) -> impl Iterator<Item = usize> + 'a {
+    words.iter().flat_map(move |word| {
+        lower
+            .match_indices(word)
+            .filter(move |(start, _)| !lower[..*start].chars().next_back().is_some_and(joins))
+            .map(move |(start, _)| start + word.len())
+    })
+}
+
 /// The value of each `<secret key>=value`, `<secret key>: value` or `"<secret key>":"value"`.
 fn key_values(text: &str, spans: &mut Vec<(usize, usize)>) {
     let lower = text.to_ascii_lowercase();
-    for key in SECRET_KEYS {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(key) {
-            let start = from + i;
-            from = start + key.len();
-            let before = lower[..start].chars().next_back();
-            if before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-                continue;
-            }
-            let rest = &lower[from..];
-            let after_quote = rest.strip_prefix(['"', '\'']).unwrap_or(rest);
-            let trimmed = after_quote.trim_start_matches([' ', '\t']);
-            let Some(value) = trimmed.strip_prefix(['=', ':']) else {
-                continue;
-            };
-            let value = value.trim_start_matches([' ', '\t']);
-            let mut value_start = lower.len() - value.len();
-            if value.starts_with(['"', '\'']) {
-                value_start += 1;
-            }
-            let end = value_end(text, value_start);
-            if end > value_start {
-                spans.push((value_start, end));
-            }
+    let joins = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    for from in word_starts(&lower, &SECRET_KEYS, joins) {
+        let rest = &lower[from..];
+        let after_quote = rest.strip_prefix(['"', '\'']).unwrap_or(rest);
+        let trimmed = after_quote.trim_start_matches([' ', '\t']);
+        let Some(value) = trimmed.strip_prefix(['=', ':']) else {
+            continue;
+        };
+        let value = value.trim_start_matches([' ', '\t']);
+        let mut value_start = lower.len() - value.len();
+        if value.starts_with(['"', '\'']) {
+            value_start += 1;
+        }
+        let end = value_end(text, value_start);
+        if end > value_start {
+            spans.push((value_start, end));
         }
     }
 }
@@ -169,23 +172,17 @@ fn key_values(text: &str, spans: &mut Vec<(usize, usize)>) {
 /// The word after `Basic `, `Bearer ` or `ApiKey `.
 fn scheme_tokens(text: &str, spans: &mut Vec<(usize, usize)>) {
     let lower = text.to_ascii_lowercase();
-    for scheme in SECRET_SCHEMES {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(scheme) {
-            let start = from + i;
-            from = start + scheme.len();
-            let before = lower[..start].chars().next_back();
-            if before.is_some_and(|c| c.is_ascii_alphanumeric()) || !lower[from..].starts_with(' ') {
-                continue;
-            }
-            let token_start = from + 1;
-            let end = text[token_start..]
-                .find(|c: char| !(c.is_ascii_alphanumeric() || "+/=._-~".contains(c)))
-                .map_or(text.len(), |i| token_start + i);
-            // A word long enough to be a credential, not prose ("basic auth").
-            if end - token_start >= 8 {
-                spans.push((token_start, end));
-            }
+    for from in word_starts(&lower, &SECRET_SCHEMES, |c| c.is_ascii_alphanumeric()) {
+        if !lower[from..].starts_with(' ') {
+            continue;
+        }
+        let token_start = from + 1;
+        let end = text[token_start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "+/=._-~".contains(c)))
+            .map_or(text.len(), |i| token_start + i);
+        // A word long enough to be a credential, not prose ("basic auth").
+        if end - token_start >= 8 {
+            spans.push((token_start, end));
         }
     }
 }

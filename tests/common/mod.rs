@@ -320,6 +320,35 @@ impl Upstream {
         }
     }
 
+    /// An upstream whose first `GET /_slow` gets a 10-byte answer streamed from the returned
+    /// channel (the head at once, the body as it is sent); everything else (health probes
+    /// included) gets `other`.
+    pub async fn with_slow_path(other: &'static str) -> (Upstream, mpsc::UnboundedSender<Vec<u8>>) {
+        let (tx, rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let rx = Mutex::new(Some(rx));
+        let up = Upstream::start(move |msg| {
+            let slow = msg.start_line.starts_with("GET /_slow ");
+            match rx.lock().ok().and_then(|mut r| if slow { r.take() } else { None }) {
+                Some(rx) => Reply::Stream(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), rx),
+                None => Reply::ok(other),
+            }
+        })
+        .await;
+        (up, tx)
+    }
+
+    /// Sends `GET /_slow` on `client`, waits until this upstream has it, sends the first half of
+    /// the body on `tx`, and returns the response head the client got.
+    pub async fn start_slow(&mut self, client: &mut Client, tx: &mpsc::UnboundedSender<Vec<u8>>) -> Message {
+        client.send(&request("GET", "/_slow", &[], b"")).await;
+        while !self.next().await.msg.start_line.starts_with("GET /_slow ") {}
+        tx.send(b"01234".to_vec()).expect("first half");
+        within("the slow head", client.reader.head())
+            .await
+            .expect("read")
+            .expect("head")
+    }
+
     /// An upstream that answers `{"ok":true}` to everything.
     pub async fn ok() -> Upstream {
         Upstream::start(|_| Reply::ok("{\"ok\":true}")).await
