@@ -5,7 +5,9 @@
 //! be used in other tower stacks:
 //!
 //! * [`upstream`]: the upstream service (node pool, connections, 502/504 answers);
-//! * [`server::Gateway`]: listeners, worker threads and graceful shutdown;
+//! * [`server::Gateway`]: listeners, worker threads, graceful shutdown and reload;
+//! * [`reload`]: the running configuration and its atomic swap;
+//! * [`tls`]: certificates and trust for the nodes and the listener;
 //! * [`config`]: flags, environment and file;
 //! * [`es_error`]: Elasticsearch's error envelope;
 //! * [`observe`]: the outermost layer, which feeds [`metrics`] and the [`audit`] trail;

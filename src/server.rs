@@ -5,8 +5,13 @@
 //! connections they use, to completion on that thread. A request never changes threads, which
 //! keeps its cost to the work itself: no work-stealing queue, no cross-thread wake-ups.
 //!
+//! Every connection and request is built from the current configuration generation
+//! ([`crate::reload`]); [`Gateway::reload`] swaps in a new one. A TLS listener finishes the
+//! handshake on the connection's own task, so a slow client never holds the accept loop.
+//!
 //! Shutdown: the admin readiness goes false first, then every worker stops accepting, tells each
-//! connection to finish its in-flight request and close, and waits up to the grace period.
+//! connection to finish its in-flight request and close, and waits up to the grace period; the
+//! audit thread stops last, so that the events of drained requests are written.
 
 use std::convert::Infallible;
 use std::future::Future;
