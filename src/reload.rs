@@ -11,9 +11,10 @@
 //! the audit sinks, logging): a reload keeps their running values and names them in a warning
 //! ([`keep_fixed`]).
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
@@ -88,21 +89,16 @@ pub fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
 /// The service of one client connection across reloads: each request goes to the current
 /// generation's service for this connection, built once per generation.
 ///
-/// It implements hyper's `Service` (`call(&self)`) directly, so a request costs no clone of the
-/// stack and no readiness round trip: every service of esgate's stack is always ready (none of
-/// them applies backpressure), and `call` still asks once, with a no-op waker, as tower's contract
-/// wants.
-#[derive(Clone, Debug)]
-pub struct ConnectionHandle {
-    inner: Arc<Slot>,
-}
-
+/// It implements hyper's `Service` (`call(&self)`) directly and is owned by its connection's
+/// task, so a request costs no clone of the stack, no lock and no readiness round trip: every
+/// service of esgate's stack is always ready (none of them applies backpressure), and `call` still
+/// asks once, with a no-op waker, as tower's contract wants.
 #[derive(Debug)]
-struct Slot {
+pub struct ConnectionHandle {
     current: Current,
     info: ConnInfo,
     /// This connection's service and the generation it was built from.
-    service: Mutex<(u64, ConnectionService)>,
+    service: RefCell<(u64, ConnectionService)>,
 }
 
 impl ConnectionHandle {
@@ -110,11 +106,9 @@ impl ConnectionHandle {
     pub fn new(current: Current, generation: &Generation, info: ConnInfo) -> Self {
         let service = generation.stack.service(info);
         ConnectionHandle {
-            inner: Arc::new(Slot {
-                current,
-                info,
-                service: Mutex::new((generation.id, service)),
-            }),
+            current,
+            info,
+            service: RefCell::new((generation.id, service)),
         }
     }
 }
@@ -128,13 +122,17 @@ where
     type Future = <ConnectionService as Service<Request<B>>>::Future;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        let slot = &*self.inner;
-        let generation = slot.current.load();
-        let mut service = slot.service.lock().unwrap_or_else(PoisonError::into_inner);
-        if service.0 != generation.id {
-            *service = (generation.id, generation.stack.service(slot.info));
-        }
+        let generation = self.current.load();
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        // `call` never runs inside another `call`; should it ever, a fresh service serves.
+        let Ok(mut service) = self.service.try_borrow_mut() else {
+            let mut fresh = generation.stack.service(self.info);
+            let _always_ready: Poll<Result<(), Infallible>> = Service::<Request<B>>::poll_ready(&mut fresh, &mut cx);
+            return fresh.call(req);
+        };
+        if service.0 != generation.id {
+            *service = (generation.id, generation.stack.service(self.info));
+        }
         let _always_ready: Poll<Result<(), Infallible>> = Service::<Request<B>>::poll_ready(&mut service.1, &mut cx);
         service.1.call(req)
     }
