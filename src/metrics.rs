@@ -511,7 +511,7 @@ impl Metrics {
         for (name, help, counts) in [
             (
                 "esgate_audit_events_total",
-                "Audit events written, by sink.",
+                "Audit events queued (sink=queue) or written (stream, elasticsearch), by sink.",
                 &self.audit_written,
             ),
             (

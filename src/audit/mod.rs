@@ -83,10 +83,11 @@ impl Auditor {
         self.inner.all_requests
     }
 
-    /// Queues `event`; never waits. A full queue drops it and counts the drop.
+    /// Queues `event`; never waits. Counts it as queued, or as dropped when the queue is full.
     pub fn record(&self, event: Event) {
-        if self.inner.queue.try_send(event).is_err() {
-            self.inner.metrics.audit_dropped(AuditSink::Queue, 1);
+        match self.inner.queue.try_send(event) {
+            Ok(()) => self.inner.metrics.audit_written(AuditSink::Queue, 1),
+            Err(_) => self.inner.metrics.audit_dropped(AuditSink::Queue, 1),
         }
     }
 }

@@ -208,10 +208,12 @@ impl Writer {
 
     fn write(&mut self, event: &Event, sink: Option<&BulkSink>) {
         let mut line = event.to_json(self.policy);
-        if let Some(sink) = sink {
-            sink.push(Bytes::copy_from_slice(&line));
-        }
         line.push(b'\n');
+        // One buffer for every sink: the `_bulk` sink takes it without the newline.
+        let line = Bytes::from(line);
+        if let Some(sink) = sink {
+            sink.push(line.slice(..line.len() - 1));
+        }
         for stream in &mut self.streams {
             match stream.out().write_all(&line) {
                 Ok(()) => self.metrics.audit_written(AuditSink::Stream, 1),
