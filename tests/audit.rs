@@ -225,7 +225,11 @@ async fn a_full_queue_drops_events_and_never_holds_a_request() {
     let dropped = sample(&metrics, r#"esgate_audit_events_dropped_total{sink="queue"}"#);
     let queued = sample(&metrics, r#"esgate_audit_events_total{sink="queue"}"#);
     assert!(dropped > 0.0, "{metrics}");
-    assert_eq!(queued + dropped, 300.0, "every event is either queued or dropped: {metrics}");
+    assert_eq!(
+        queued + dropped,
+        300.0,
+        "every event is either queued or dropped: {metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
