@@ -26,6 +26,10 @@ pub struct Cli {
     /// Validate the configuration, print a summary and exit.
     #[arg(long)]
     pub check_config: bool,
+    /// The configuration file's content as it was loaded (not a flag): a reload compares the file
+    /// with what is running, not with a later read of it.
+    #[arg(skip)]
+    pub config_text: Option<String>,
     /// Address the gateway listens on [server.listen].
     #[arg(long, env = "ESGATE_LISTEN", value_name = "ADDR")]
     listen: Option<String>,
@@ -608,9 +612,13 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let matches = Cli::command().try_get_matches_from(args).map_err(LoadError::Usage)?;
-        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(LoadError::Usage)?;
+        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(LoadError::Usage)?;
         let (file, file_name) = match &cli.config {
-            Some(path) => (read_file(path)?, path.display().to_string()),
+            Some(path) => {
+                let (table, text) = read_file(path)?;
+                cli.config_text = Some(text);
+                (table, path.display().to_string())
+            }
             None => (toml::Table::new(), String::new()),
         };
         let config = Self::from_sources(Sources {
@@ -824,14 +832,15 @@ impl From<ConfigError> for LoadError {
     }
 }
 
-fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+/// The file's table, and its text.
+fn read_file(path: &Path) -> Result<(toml::Table, String), ConfigError> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path)
         .map_err(|e| ConfigError::new("--config", format!("file {name}"), e.to_string()))?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::new("--config", format!("file {name}"), e.message().to_owned()))?;
-    Ok(table)
+    Ok((table, text))
 }
 
 /// The `[audit]` table.

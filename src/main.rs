@@ -49,7 +49,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    signals.wait(&gateway, cli.config.clone());
+    let loaded = cli.config_text.clone().map(String::into_bytes);
+    signals.wait(&gateway, cli.config.clone(), loaded);
     tracing::info!("shutting down");
     gateway.shutdown();
     ExitCode::SUCCESS
@@ -91,7 +92,8 @@ impl Signals {
     /// file; the configuration file is also checked every `server.reload_interval` and reloaded
     /// when its content changed (a Kubernetes ConfigMap update swaps a symlink, which file
     /// watchers miss).
-    fn wait(self, gateway: &Gateway, file: Option<PathBuf>) {
+    /// `loaded`: the file's content the running configuration came from.
+    fn wait(self, gateway: &Gateway, file: Option<PathBuf>, loaded: Option<Vec<u8>>) {
         let Signals {
             rt,
             mut term,
@@ -99,7 +101,10 @@ impl Signals {
             mut hup,
         } = self;
         rt.block_on(async {
-            let mut seen = file.as_deref().and_then(|f| std::fs::read(f).ok());
+            // Compared with what was loaded, not with a read after start-up: a change between
+            // the two would otherwise go unnoticed.
+            let mut seen = loaded;
+            let read = || file.as_deref().and_then(|f| std::fs::read(f).ok());
             loop {
                 let interval = gateway.config().server.reload_interval;
                 let check = async {
@@ -114,14 +119,14 @@ impl Signals {
                     _ = hup.recv() => {
                         tracing::info!(signal = "SIGHUP", "signal received");
                         gateway.reopen_audit();
-                        seen = file.as_deref().and_then(|f| std::fs::read(f).ok());
-                        reload(gateway, "SIGHUP");
+                        let now = read();
+                        seen = reload(gateway, "SIGHUP").or(now);
                     }
                     () = check => {
-                        let now = file.as_deref().and_then(|f| std::fs::read(f).ok());
+                        let now = read();
                         if now.is_some() && now != seen {
-                            seen = now;
-                            reload(gateway, "the configuration file changed");
+                            // A refused file is not tried again until it changes.
+                            seen = reload(gateway, "the configuration file changed").or(now);
                         }
                     }
                 }
@@ -131,21 +136,25 @@ impl Signals {
 }
 
 /// Loads the configuration again (same flags and environment, the file as it is now) and swaps
-/// it in; an invalid one is refused and the running one stays.
-fn reload(gateway: &Gateway, why: &str) {
+/// it in; an invalid one is refused and the running one stays. Returns the file's content that
+/// was swapped in.
+fn reload(gateway: &Gateway, why: &str) -> Option<Vec<u8>> {
     match Config::load() {
-        Ok((_, config)) => {
+        Ok((cli, config)) => {
             let ignored = gateway.reload(config);
             if !ignored.is_empty() {
                 tracing::warn!(keys = %ignored.join(","), "these settings cannot change while running; they apply after a restart");
             }
             tracing::info!(trigger = why, "configuration reloaded");
+            cli.config_text.map(String::into_bytes)
         }
         Err(LoadError::Invalid(e)) => {
             tracing::error!(trigger = why, key = e.key(), error = %e, "configuration reload refused; the running configuration stays");
+            None
         }
         Err(LoadError::Usage(e)) => {
             tracing::error!(trigger = why, error = %e, "configuration reload refused; the running configuration stays");
+            None
         }
     }
 }
