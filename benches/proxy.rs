@@ -78,7 +78,7 @@ fn stack_trace_body(len: usize) -> Vec<u8> {
 }
 
 fn body_check(c: &mut Criterion) {
-    use esgate::connector_error::{check_body, BodyVerdict};
+    use esgate::elasticsearch::{check_body, BodyVerdict};
     let small = br#"{"error":"connection refused: source database is unreachable"}"#;
     let trace = stack_trace_body(4096);
     let invalid = br#"{"error":{"code":"ECONNREFUSED","host":"db"}}"#;

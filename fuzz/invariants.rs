@@ -4,7 +4,7 @@
 //! Cheap on purpose: the fuzzer runs them on every input. Whether a verdict is *right* is the
 //! differential test's job (`tests/oracle.rs`).
 
-use esgate::connector_error::{check_body, BodyVerdict};
+use esgate::elasticsearch::{check_body, BodyVerdict};
 use serde_json::Value;
 
 /// Checks `body` and panics, naming the broken invariant, if the verdict breaks one.

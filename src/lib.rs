@@ -9,6 +9,8 @@
 //! * [`reload`]: the running configuration and its atomic swap;
 //! * [`tls`]: certificates and trust for the nodes and the listener;
 //! * [`config`]: flags, environment and file;
+//! * [`elasticsearch`]: the pure model of the Update connector error API and its dialects;
+//! * [`connector_error`]: the tower layer that applies it;
 //! * [`es_error`]: Elasticsearch's error envelope;
 //! * [`observe`]: the outermost layer, which feeds [`metrics`] and the [`audit`] trail;
 //! * [`metrics`]: the Prometheus metrics registry;
@@ -23,6 +25,7 @@ pub mod body;
 pub mod config;
 pub mod connector_error;
 pub mod dev;
+pub mod elasticsearch;
 pub mod es_error;
 pub mod hop;
 pub mod metrics;

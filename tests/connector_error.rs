@@ -62,8 +62,8 @@ async fn every_sample_case_over_http() {
             .await;
         let before = up.received();
         let deferred = matches!(
-            esgate::connector_error::check_body(&body),
-            esgate::connector_error::BodyVerdict::Defer(_)
+            esgate::elasticsearch::check_body(&body),
+            esgate::elasticsearch::BodyVerdict::Defer(_)
         );
         if deferred {
             // Bodies esgate cannot judge (UTF-16/32) go on as sent.

@@ -1,4 +1,4 @@
-//! esgate's body checker (`esgate::connector_error::check_body`) against the oracle in
+//! esgate's body checker (`esgate::elasticsearch::check_body`) against the oracle in
 //! `../shared/oracle`: Elasticsearch's parse path for `PUT /_connector/<id>/_error` bodies, run on
 //! the real Jackson library.
 //!
@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use esgate::connector_error::{check_body, BodyVerdict};
+use esgate::elasticsearch::{check_body, BodyVerdict};
 
 // ===== the allow-list =====
 

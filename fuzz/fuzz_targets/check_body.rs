@@ -1,4 +1,4 @@
-//! Fuzzes `esgate::connector_error::check_body` with any bytes: it must never panic, and its
+//! Fuzzes `esgate::elasticsearch::check_body` with any bytes: it must never panic, and its
 //! verdicts must hold the invariants in `../invariants.rs`.
 #![no_main]
 

@@ -11,13 +11,13 @@
 //! output or body formats, encodings it does not decode, UTF-16/32 bodies), the request is
 //! forwarded unchanged and Elasticsearch answers.
 //!
-//! The pieces, each pure and tested on its own: [`route`] (which paths), [`params`] and [`media`]
-//! (query string and headers), [`validate`] (the body, through a Jackson-compatible tokenizer),
-//! [`render`] (Elasticsearch's error formats), [`decode`] (gzip/deflate); [`service`] wires them
-//! to HTTP. Every response to the route carries an [`Intercepted`] record in its extensions (what
+//! The Elasticsearch model the layer applies is pure and lives in [`crate::elasticsearch`]; here
+//! are the HTTP side of it: [`service`] (the guard: body reading, the agreement rule over the
+//! candidate dialects, forwarding), [`layer`], [`decode`] (gzip/deflate), [`auth`] (the optional
+//! credential check) and [`verdict`] (the record of what was done). Every response to the route carries an [`Intercepted`] record in its extensions (what
 //! was done and why), which the audit trail and metrics read. With `report_only`, calls that would
 //! be refused are forwarded unchanged and recorded as [`Verdict::WouldReject`]. Reference:
-//! `es-connector-error.md`.
+//! `docs/connector-error.md` and `docs/dialects.md`.
 //!
 //! # Example
 //!
@@ -41,24 +41,11 @@
 
 pub mod auth;
 pub mod decode;
-pub mod error;
-mod json;
 pub mod layer;
-pub mod media;
-pub mod params;
-pub mod render;
-pub mod request;
-pub mod route;
 pub mod service;
-pub mod suggest;
-pub mod validate;
 pub mod verdict;
 
 pub use auth::AuthCheck;
-pub use error::{Cause, EsError};
 pub use layer::ConnectorErrorLayer;
-pub use request::{precheck, Plan, Precheck, ResponseFormat};
-pub use route::{match_path, ConnectorId, Route};
 pub use service::{ConnectorErrorGuard, GuardConfig};
-pub use validate::{check_body, check_connector_id, BodyVerdict};
 pub use verdict::{Intercepted, Rejection, Verdict};

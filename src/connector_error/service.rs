@@ -20,11 +20,11 @@ use tower::Service;
 
 use super::auth::{AuthCheck, Outcome};
 use super::decode::{decode_body, Decoded};
-use super::request::{precheck, Precheck};
-use super::route::{match_path, ConnectorId, Route};
-use super::validate::{check_body, check_connector_id, BodyVerdict};
 use super::verdict::{Intercepted, Rejection, Verdict};
 use crate::body::Body;
+use crate::elasticsearch::request::{precheck, Precheck};
+use crate::elasticsearch::route::{match_path, ConnectorId, Route};
+use crate::elasticsearch::{check_body, check_connector_id, BodyVerdict};
 use crate::es_error;
 
 /// Settings of the connector-error checks.

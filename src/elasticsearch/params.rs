@@ -10,8 +10,9 @@
 //! that name is overwritten by the path value). Every other name is unrecognized (step 10).
 
 use super::error::EsError;
+use super::java::{is_java_whitespace, java_cmp, java_equals_ignore_case};
 use super::route::decode_component;
-use super::suggest::{java_cmp, parameter_suggestion, utf16};
+use super::suggest::{parameter_suggestion, utf16};
 
 /// The parameters Elasticsearch consumes for this route: the candidates of the "did you mean"
 /// suggestions of step 10.
@@ -166,35 +167,6 @@ pub fn unrecognized(decoded_path: &str, names: &[String]) -> Option<EsError> {
         message.push_str(&parameter_suggestion(&utf16(name), &CONSUMED));
     }
     Some(illegal_argument(message))
-}
-
-/// Java's `Character.isWhitespace`.
-pub fn is_java_whitespace(c: char) -> bool {
-    matches!(
-        c,
-        '\u{9}'..='\u{D}'
-            | '\u{1C}'..='\u{20}'
-            | '\u{1680}'
-            | '\u{2000}'..='\u{2006}'
-            | '\u{2008}'..='\u{200A}'
-            | '\u{2028}'
-            | '\u{2029}'
-            | '\u{205F}'
-            | '\u{3000}'
-    )
-}
-
-/// Java's `String.equalsIgnoreCase` against an ASCII `target`. Besides ASCII case, the only
-/// characters that match an ASCII letter there are those whose simple upper or lower case is one:
-/// `ſ` (→ S), `ı` (→ I), the Kelvin sign (→ k) and `İ` (→ i).
-fn java_equals_ignore_case(s: &str, target: &str) -> bool {
-    let fold = |c: char| match c {
-        '\u{17F}' => 's',
-        '\u{131}' | '\u{130}' => 'i',
-        '\u{212A}' => 'k',
-        c => c.to_ascii_lowercase(),
-    };
-    s.chars().count() == target.len() && s.chars().map(fold).eq(target.chars().map(|c| c.to_ascii_lowercase()))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! Java compares strings (UTF-16 units), which orders characters outside the Basic Multilingual
 //! Plane differently from Rust's `str` ordering.
 
-use std::cmp::Ordering;
+use super::java::java_cmp;
 
 /// Lucene `LevenshteinDistance.getDistance(a, b)`:
 /// `1.0f - ((float) editDistance / Math.max(a.length, b.length))`, `1` for two empty strings and
@@ -71,11 +71,6 @@ pub fn utf16(s: &str) -> Vec<u16> {
     s.encode_utf16().collect()
 }
 
-/// Java's `String.compareTo`: lexicographic over UTF-16 units.
-pub fn java_cmp(a: &str, b: &str) -> Ordering {
-    a.encode_utf16().cmp(b.encode_utf16())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,13 +126,5 @@ mod tests {
             parameter_suggestion(&utf16("format_path"), &candidates),
             " -> did you mean any of [filter_path, format]?"
         );
-    }
-
-    #[test]
-    fn java_order_is_utf16_order() {
-        // U+FF21 sorts after U+1F600 in UTF-8 byte order, before it in UTF-16.
-        assert_eq!(java_cmp("\u{FF21}", "😀"), Ordering::Greater);
-        assert_eq!("\u{FF21}".cmp("😀"), Ordering::Less);
-        assert_eq!(java_cmp("a", "b"), Ordering::Less);
     }
 }

@@ -92,6 +92,48 @@ fn write_chain(out: &mut Vec<u8>, chain: &[Cause]) {
     }
 }
 
+/// A local answer: its status, Elasticsearch error type and reason.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status (400, 406, 413, …).
+    pub status: u16,
+    /// The error's `type`; `None` for Elasticsearch's simple format (`{"error":"…","status":N}`).
+    pub error_type: Option<&'static str>,
+    /// The error's `reason` (lossy UTF-8).
+    pub reason: String,
+}
+
+impl Rejection {
+    /// The rejection for `error` (its top-level exception).
+    pub fn from_error(error: &EsError) -> Self {
+        let top = error.top();
+        Rejection {
+            status: error.status,
+            error_type: Some(top.error_type),
+            reason: String::from_utf8_lossy(&top.reason).into_owned(),
+        }
+    }
+
+    /// A rejection in the simple format.
+    pub fn simple(status: u16, text: &[u8]) -> Self {
+        Rejection {
+            status,
+            error_type: None,
+            reason: String::from_utf8_lossy(text).into_owned(),
+        }
+    }
+
+    /// The label this rejection is counted under: its error type, or `simple_<status>`.
+    pub fn label(&self) -> &'static str {
+        match (self.error_type, self.status) {
+            (Some(t), _) => t,
+            (None, 406) => "simple_406",
+            (None, 400) => "simple_400",
+            (None, _) => "simple",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,36 +3,8 @@
 //! Pure: bytes in, a [`BodyVerdict`] out. The answers match Elasticsearch's byte for byte
 //! (`es-connector-error.md` §3; the differential tests compare them with `../shared/oracle`).
 
-use bytes::Bytes;
-
 use super::error::EsError;
-
-/// What Elasticsearch does with a body.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BodyVerdict {
-    /// Accepted. `literal` is the `error` value as a JSON literal, written the way Elasticsearch
-    /// writes strings (`null`, or a string with Jackson's escaping); the canonical body is
-    /// `{"error":<literal>}`.
-    Accept {
-        /// `null` or a JSON string literal.
-        literal: Bytes,
-    },
-    /// Rejected with this 400.
-    Reject(EsError),
-    /// esgate cannot tell what Elasticsearch would answer: forward the body unchanged.
-    Defer(&'static str),
-}
-
-impl BodyVerdict {
-    /// The canonical body for an accepted one: `{"error":<literal>}`.
-    pub fn canonical_body(literal: &[u8]) -> Bytes {
-        let mut out = Vec::with_capacity(literal.len() + 10);
-        out.extend_from_slice(b"{\"error\":");
-        out.extend_from_slice(literal);
-        out.push(b'}');
-        Bytes::from(out)
-    }
-}
+pub use super::jackson::BodyVerdict;
 
 /// `UpdateConnectorErrorAction.Request.validate()` (V1) and the document id length checked when
 /// the update runs (V2, only with `check_length`). `id` is the percent-decoded path segment.
@@ -60,7 +32,7 @@ const MAX_ID_BYTES: usize = 512;
 
 /// Checks one request body. Never panics, whatever the bytes.
 pub fn check_body(body: &[u8]) -> BodyVerdict {
-    super::json::check(body)
+    super::jackson::check(body)
 }
 
 #[cfg(test)]

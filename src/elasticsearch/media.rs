@@ -12,8 +12,8 @@
 use http::header::{HeaderMap, HeaderName};
 
 use super::error::EsError;
-use super::params::is_java_whitespace;
-use super::route::{java_split, latin1};
+use super::java::{is_java_whitespace, java_lower_case, java_split, java_trim, parse_java_byte};
+use super::route::latin1;
 
 /// The REST API major version (`RestApiVersion.current()`).
 pub const CURRENT_MAJOR: i8 = 9;
@@ -425,23 +425,6 @@ pub enum BodyType {
     NotAcceptable(String),
 }
 
-/// `String.toLowerCase(Locale.ROOT)` for the ISO-8859-1 strings headers are.
-fn java_lower_case(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            'A'..='Z' | '\u{C0}'..='\u{D6}' | '\u{D8}'..='\u{DE}' => char::from_u32(c as u32 + 0x20).unwrap_or(c),
-            c => c,
-        })
-        .collect()
-}
-
-/// Java's `String.trim()`: every char up to U+0020 off both ends.
-fn java_trim(s: &[u8]) -> &[u8] {
-    let start = s.iter().position(|&b| b > b' ').unwrap_or(s.len());
-    let end = s.iter().rposition(|&b| b > b' ').map_or(start, |i| i + 1);
-    &s[start..end.max(start)]
-}
-
 /// RFC 7230 `tchar`s, one or more (`ParsedMediaType.TCHAR_PATTERN`).
 fn is_token(s: &[u8]) -> bool {
     !s.is_empty()
@@ -460,15 +443,6 @@ fn starts_with_whitespace(s: &[u8]) -> bool {
 /// Slices of a `str` cut at ASCII separators are whole UTF-8.
 fn utf8(s: &[u8]) -> String {
     String::from_utf8_lossy(s).into_owned()
-}
-
-/// `Byte.parseByte`: an optional sign and ASCII digits, in `-128..=127`.
-fn parse_java_byte(s: &str) -> Result<i8, ()> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
-    }
-    s.parse::<i8>().map_err(|_| ())
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //! Netty hands Elasticsearch the request line one byte per Java `char` (ISO-8859-1), so the
 //! decoders here work on bytes and give back the Java string Elasticsearch would hold.
 
+use super::java::java_split;
+
 /// What a raw path is, for the intercepted API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -47,19 +49,6 @@ pub fn match_path(raw_path: &str) -> Route {
         }
         _ => Route::Other,
     }
-}
-
-/// Java's `String.split` on one separator character: trailing empty strings are dropped (so a
-/// string made only of separators gives nothing), and a string without the separator gives itself.
-pub fn java_split(s: &[u8], separator: u8) -> Vec<&[u8]> {
-    if !s.contains(&separator) {
-        return vec![s];
-    }
-    let mut parts: Vec<&[u8]> = s.split(|b| *b == separator).collect();
-    while parts.last().is_some_and(|p| p.is_empty()) {
-        parts.pop();
-    }
-    parts
 }
 
 /// `RestUtils.decodeComponent`: `%XX` escapes and `%%` decoded, the bytes read as UTF-8 (malformed

@@ -14,8 +14,8 @@
 use bytes::Bytes;
 
 use super::error::EsError;
+use super::java::{is_java_identifier_part, is_java_identifier_start, java_utf8_lossy};
 use super::suggest::field_suggestion;
-use super::validate::BodyVerdict;
 use crate::es_error::push_unicode_escape;
 
 /// The name Elasticsearch gives the body's object parser; it prefixes most messages.
@@ -48,6 +48,33 @@ pub(crate) mod texts {
     pub(crate) const VALID_TOKENS: &str = "(JSON String, Number, Array, Object or token 'null', 'true' or 'false')";
     /// After `expected a valid value `.
     pub(crate) const VALID_VALUES: &str = "(JSON String, Number, Array, Object or token 'null', 'true' or 'false')";
+}
+
+/// What Elasticsearch does with a body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BodyVerdict {
+    /// Accepted. `literal` is the `error` value as a JSON literal, written the way Elasticsearch
+    /// writes strings (`null`, or a string with Jackson's escaping); the canonical body is
+    /// `{"error":<literal>}`.
+    Accept {
+        /// `null` or a JSON string literal.
+        literal: Bytes,
+    },
+    /// Rejected with this 400.
+    Reject(EsError),
+    /// esgate cannot tell what Elasticsearch would answer: forward the body unchanged.
+    Defer(&'static str),
+}
+
+impl BodyVerdict {
+    /// The canonical body for an accepted one: `{"error":<literal>}`.
+    pub fn canonical_body(literal: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(literal.len() + 10);
+        out.extend_from_slice(b"{\"error\":");
+        out.extend_from_slice(literal);
+        out.push(b'}');
+        Bytes::from(out)
+    }
 }
 
 /// Checks one body. See [`super::validate::check_body`].
@@ -1383,138 +1410,7 @@ fn char_units(ch: i32) -> Vec<u16> {
     vec![ch as u32 as u16]
 }
 
-/// `Character.isJavaIdentifierStart(char)`: letters, letter numbers, currency symbols and
-/// connector punctuation.
-fn is_java_identifier_start(c: u32) -> bool {
-    use unicode_general_category::GeneralCategory as G;
-    match char::from_u32(c).map(unicode_general_category::get_general_category) {
-        Some(cat) => matches!(
-            cat,
-            G::UppercaseLetter
-                | G::LowercaseLetter
-                | G::TitlecaseLetter
-                | G::ModifierLetter
-                | G::OtherLetter
-                | G::LetterNumber
-                | G::CurrencySymbol
-                | G::ConnectorPunctuation
-        ),
-        None => false,
-    }
-}
-
-/// `Character.isJavaIdentifierPart(char)`: the start characters, digits, marks, and the
-/// "ignorable" ones (most controls and format characters).
-fn is_java_identifier_part(c: u16) -> bool {
-    use unicode_general_category::GeneralCategory as G;
-    if matches!(c, 0x00..=0x08 | 0x0E..=0x1B | 0x7F..=0x9F) {
-        return true;
-    }
-    is_java_identifier_start(u32::from(c))
-        || matches!(
-            general_category(c),
-            Some(G::DecimalNumber | G::SpacingMark | G::NonspacingMark | G::Format)
-        )
-}
-
-/// The general category of a UTF-16 unit; `None` for surrogates (category Cs).
-fn general_category(c: u16) -> Option<unicode_general_category::GeneralCategory> {
-    char::from_u32(u32::from(c)).map(unicode_general_category::get_general_category)
-}
-
 // ===== text helpers =====
-
-/// `new String(bytes, UTF_8)` as Java decodes it: each malformed sequence becomes one U+FFFD by
-/// the JDK's rules (a UTF-8-encoded surrogate is one malformed sequence of three bytes, where
-/// Rust's `from_utf8_lossy` sees three), and a sequence cut by the end of the input ends the text.
-fn java_utf8_lossy(src: &[u8]) -> String {
-    const REPL: char = '\u{FFFD}';
-    let cont = |b: u8| b & 0xC0 == 0x80;
-    let mut out = String::with_capacity(src.len());
-    let mut sp = 0;
-    let sl = src.len();
-    while sp < sl {
-        let b1 = src[sp];
-        sp += 1;
-        if b1 < 0x80 {
-            out.push(char::from(b1));
-        } else if b1 >> 5 == 0b110 && b1 & 0x1E != 0 {
-            if sp < sl {
-                let b2 = src[sp];
-                sp += 1;
-                if !cont(b2) {
-                    out.push(REPL);
-                    sp -= 1;
-                } else {
-                    let c = (u32::from(b1 & 0x1F) << 6) | u32::from(b2 & 0x3F);
-                    out.push(char::from_u32(c).unwrap_or(REPL));
-                }
-                continue;
-            }
-            out.push(REPL);
-            break;
-        } else if b1 >> 4 == 0b1110 {
-            let malformed3_2 = |b2: u8| (b1 == 0xE0 && b2 & 0xE0 == 0x80) || !cont(b2);
-            if sp + 1 < sl {
-                let (b2, b3) = (src[sp], src[sp + 1]);
-                sp += 2;
-                if malformed3_2(b2) || !cont(b3) {
-                    out.push(REPL);
-                    sp -= 2;
-                    sp += usize::from(!malformed3_2(b2));
-                } else {
-                    let c = (u32::from(b1 & 0x0F) << 12) | (u32::from(b2 & 0x3F) << 6) | u32::from(b3 & 0x3F);
-                    out.push(char::from_u32(c).unwrap_or(REPL));
-                }
-                continue;
-            }
-            if sp < sl && malformed3_2(src[sp]) {
-                out.push(REPL);
-                continue;
-            }
-            out.push(REPL);
-            break;
-        } else if b1 >> 3 == 0b11110 {
-            let malformed4_2 =
-                |b2: u8| (b1 == 0xF0 && !(0x90..=0xBF).contains(&b2)) || (b1 == 0xF4 && b2 & 0xF0 != 0x80) || !cont(b2);
-            if sp + 2 < sl {
-                let (b2, b3, b4) = (src[sp], src[sp + 1], src[sp + 2]);
-                sp += 3;
-                let c = (u32::from(b1 & 0x07) << 18)
-                    | (u32::from(b2 & 0x3F) << 12)
-                    | (u32::from(b3 & 0x3F) << 6)
-                    | u32::from(b4 & 0x3F);
-                if !cont(b2) || !cont(b3) || !cont(b4) || !(0x10000..=0x10FFFF).contains(&c) {
-                    out.push(REPL);
-                    sp -= 3;
-                    sp += if b1 > 0xF4 || malformed4_2(b2) {
-                        0
-                    } else if !cont(b3) {
-                        1
-                    } else {
-                        2
-                    };
-                } else {
-                    out.push(char::from_u32(c).unwrap_or(REPL));
-                }
-                continue;
-            }
-            if b1 > 0xF4 || (sp < sl && malformed4_2(src[sp])) {
-                out.push(REPL);
-                continue;
-            }
-            sp += 1;
-            out.push(REPL);
-            if sp < sl && !cont(src[sp]) {
-                continue;
-            }
-            break;
-        } else {
-            out.push(REPL);
-        }
-    }
-    out
-}
 
 /// Appends UTF-16 units as WTF-8: pairs become 4-byte UTF-8, lone surrogates 3-byte sequences.
 fn push_utf16_as_wtf8(out: &mut Vec<u8>, units: &[u16]) {

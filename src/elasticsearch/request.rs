@@ -20,11 +20,11 @@ use http::request::Parts;
 use http::Response;
 
 use super::error::EsError;
+use super::error::Rejection;
 use super::media::{header_values, negotiate, BodyType, Negotiated, Negotiation};
 use super::params::{decode_query, illegal_argument, unrecognized};
 use super::render::{detailed_body, response, simple_body, X_OPAQUE_ID};
 use super::route::decode_component;
-use super::verdict::Rejection;
 use crate::body::Body;
 
 /// What to do with a matched request before its body is parsed.
