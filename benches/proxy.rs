@@ -88,11 +88,13 @@ fn body_check(c: &mut Criterion) {
         ("invalid_object_value", &invalid[..]),
     ] {
         c.bench_function(&format!("check_and_canonicalize/{name}"), |b| {
-            b.iter(|| match check_body(black_box(body)) {
-                BodyVerdict::Accept { literal } => BodyVerdict::canonical_body(&literal).len(),
-                BodyVerdict::Reject(e) => e.to_compact().len(),
-                BodyVerdict::Defer(_) => 0,
-            })
+            b.iter(
+                || match check_body(black_box(body), esgate::elasticsearch::Dialect::NEWEST) {
+                    BodyVerdict::Accept { literal } => BodyVerdict::canonical_body(&literal).len(),
+                    BodyVerdict::Reject(e) => e.to_compact().len(),
+                    BodyVerdict::Defer(_) => 0,
+                },
+            )
         });
     }
 }
@@ -219,6 +221,7 @@ fn audit(c: &mut Criterion) {
             connector_id: "my-connector".into(),
             verdict: Verdict::Forwarded,
             error_text: Some("Connection refused by upstream host db-1:5432 after 3 tries".into()),
+            knowledge: esgate::elasticsearch::Knowledge::UNKNOWN,
         }),
         upstream: Some((
             std::sync::Arc::from("es-node-1:9200"),

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// Checks `body` and panics, naming the broken invariant, if the verdict breaks one.
 pub fn check(body: &[u8]) {
-    match check_body(body) {
+    match check_body(body, esgate::elasticsearch::Dialect::NEWEST) {
         BodyVerdict::Accept { literal } => {
             let ok = &literal[..] == b"null"
                 || (literal.len() >= 2 && literal.starts_with(b"\"") && literal.ends_with(b"\""));

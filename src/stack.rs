@@ -30,18 +30,19 @@ impl Stack {
     /// The parts for this configuration; `audit` when an audit sink is configured.
     pub fn new(config: &Config, metrics: Arc<Metrics>, audit: Option<Auditor>) -> Self {
         let ce = &config.connector_error;
-        let guard = GuardConfig {
-            max_body_size: ce.max_body_size,
-            auth: ce.check_auth.then(|| AuthCheck::new(ce.auth_cache_ttl)),
-            report_only: ce.report_only,
-            keep_error_text: audit.is_some(),
-        };
         let upstream = Upstream::build(
             &config.upstream,
             config.server.forwarded_headers,
             metrics.clone(),
             audit.is_some(),
         );
+        let guard = GuardConfig {
+            max_body_size: ce.max_body_size,
+            auth: ce.check_auth.then(|| AuthCheck::new(ce.auth_cache_ttl)),
+            report_only: ce.report_only,
+            keep_error_text: audit.is_some(),
+            knowledge: upstream.knowledge().clone(),
+        };
         Stack {
             upstream,
             connector_error: ConnectorErrorLayer::new(guard),

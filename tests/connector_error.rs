@@ -62,7 +62,7 @@ async fn every_sample_case_over_http() {
             .await;
         let before = up.received();
         let deferred = matches!(
-            esgate::elasticsearch::check_body(&body),
+            esgate::elasticsearch::check_body(&body, esgate::elasticsearch::Dialect::NEWEST),
             esgate::elasticsearch::BodyVerdict::Defer(_)
         );
         if deferred {

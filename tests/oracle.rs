@@ -391,7 +391,10 @@ impl Category {
 type Verdict = Result<BodyVerdict, String>;
 
 fn run_check(body: &[u8]) -> Verdict {
-    catch_unwind(AssertUnwindSafe(|| check_body(body))).map_err(|panic| {
+    catch_unwind(AssertUnwindSafe(|| {
+        check_body(body, esgate::elasticsearch::Dialect::NEWEST)
+    }))
+    .map_err(|panic| {
         panic
             .downcast_ref::<String>()
             .cloned()

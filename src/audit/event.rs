@@ -350,6 +350,7 @@ mod tests {
                 reason: "[1:2] bad".into(),
             }),
             error_text: None,
+            knowledge: crate::elasticsearch::Knowledge::UNKNOWN,
         };
         let v: Value = serde_json::from_slice(&event(Some(record)).to_json(POLICY)).expect("json");
         assert_eq!(v["event"]["action"], "update-connector-error");
@@ -369,6 +370,7 @@ mod tests {
             connector_id: "c1".into(),
             verdict: Verdict::Forwarded,
             error_text: Some("pwd=hunter2 and more".into()),
+            knowledge: crate::elasticsearch::Knowledge::UNKNOWN,
         };
         let mut e = event(Some(record));
         e.status = 200;

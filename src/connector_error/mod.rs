@@ -30,6 +30,7 @@
 //!     auth: None,
 //!     report_only: false,
 //!     keep_error_text: false,
+//!     knowledge: esgate::elasticsearch::SharedKnowledge::default(),
 //! });
 //! let stack = ServiceBuilder::new().layer(layer).service(tower::service_fn(
 //!     |_req: http::Request<esgate::Body>| async {

@@ -22,9 +22,11 @@ use super::auth::{AuthCheck, Outcome};
 use super::decode::{decode_body, Decoded};
 use super::verdict::{Intercepted, Rejection, Verdict};
 use crate::body::Body;
-use crate::elasticsearch::request::{precheck, Precheck};
+use crate::elasticsearch::request::{precheck_agreed, Precheck};
 use crate::elasticsearch::route::{match_path, ConnectorId, Route};
-use crate::elasticsearch::{check_body, check_connector_id, BodyVerdict};
+use crate::elasticsearch::{
+    check_body_agreed, check_connector_id, BodyVerdict, DialectSet, Knowledge, SharedKnowledge,
+};
 use crate::es_error;
 
 /// Settings of the connector-error checks.
@@ -38,6 +40,9 @@ pub struct GuardConfig {
     pub report_only: bool,
     /// Put the `error` text of valid calls into [`Intercepted::error_text`] (for auditing).
     pub keep_error_text: bool,
+    /// The dialects of the nodes calls may go to: learned by the upstream's version probes, or
+    /// pinned. A call is answered locally only when every one of them answers it alike.
+    pub knowledge: SharedKnowledge,
 }
 
 /// Intercepts the Update connector error API in front of `S`. See the [module docs](super).
@@ -149,11 +154,21 @@ where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let (mut response, verdict, error_text) = check(inner, &config, req, &connector_id).await?;
+    let knowledge = config.knowledge.load();
+    let (mut response, verdict, error_text) = match knowledge {
+        // In front of a version esgate does not model it checks nothing, not even the size.
+        Knowledge::Unmodelled(version) => {
+            tracing::debug!(%version, "connector error passed through: the Elasticsearch version is not modelled");
+            let response = ready_call(inner, req).await?;
+            (response, Verdict::Unchecked(unchecked::UNMODELLED_VERSION), None)
+        }
+        Knowledge::Dialects(dialects) => check(inner, &config, dialects, req, &connector_id).await?,
+    };
     response.extensions_mut().insert(Intercepted {
         connector_id,
         verdict,
         error_text,
+        knowledge,
     });
     Ok(response)
 }
@@ -161,8 +176,23 @@ where
 /// A response, what was done, and the `error` text of a valid call.
 type Checked = (Response<Body>, Verdict, Option<String>);
 
-/// The checks in Elasticsearch's order (`es-connector-error.md` §2).
-async fn check<S>(mut inner: S, config: &GuardConfig, req: Request<Body>, id: &str) -> Result<Checked, S::Error>
+/// Why a call is forwarded unchecked, beyond the model's own reasons.
+pub mod unchecked {
+    /// The candidate dialects of the nodes the call may go to would not all answer it alike.
+    pub const VERSION_DEPENDENT: &str = "the answer depends on the Elasticsearch version";
+    /// A node runs a version esgate does not model (before 8.16, or after 9.x).
+    pub const UNMODELLED_VERSION: &str = "the Elasticsearch version is not modelled";
+}
+
+/// The checks in Elasticsearch's order (`docs/connector-error.md`, "Order of checks"), for a node
+/// speaking any of `dialects`.
+async fn check<S>(
+    mut inner: S,
+    config: &GuardConfig,
+    dialects: DialectSet,
+    req: Request<Body>,
+    id: &str,
+) -> Result<Checked, S::Error>
 where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -200,7 +230,10 @@ where
     };
 
     // 2.–6. Query string, media types, output format, content type.
-    let plan = match precheck(&parts, id, !decoded.is_empty()) {
+    let Some(precheck) = precheck_agreed(&parts, id, !decoded.is_empty(), dialects) else {
+        return unchecked(inner, parts, raw, unchecked::VERSION_DEPENDENT).await;
+    };
+    let plan = match precheck {
         Precheck::Check(plan) => plan,
         Precheck::Respond(response) if config.report_only => {
             let rejection = rejection_of(&response);
@@ -211,7 +244,10 @@ where
     };
 
     // 9.–11. The body, unknown parameters, the connector id; all after authentication.
-    let literal = match check_body(&decoded) {
+    let Some(verdict) = check_body_agreed(&decoded, dialects) else {
+        return unchecked(inner, parts, raw, unchecked::VERSION_DEPENDENT).await;
+    };
+    let literal = match verdict {
         BodyVerdict::Defer(why) => return unchecked(inner, parts, raw, why).await,
         BodyVerdict::Reject(e) => Err(e),
         // Unknown query parameters and the connector id are checked only for a valid body. The
@@ -294,6 +330,15 @@ where
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
     let response = inner.call(Request::from_parts(parts, Body::full(raw))).await?;
     Ok((response, Verdict::WouldReject(rejection), None))
+}
+
+/// Calls `inner` with `req` once it is ready.
+async fn ready_call<S>(mut inner: S, req: Request<Body>) -> Result<Response<Body>, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>>,
+{
+    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+    inner.call(req).await
 }
 
 /// Forwards the call unchanged: esgate cannot tell what Elasticsearch would answer.

@@ -4,6 +4,7 @@
 //! of every response to `PUT /_connector/<id>/_error`, whoever wrote it (esgate or the upstream).
 //! Layers outside it read it there; nothing of it goes on the wire.
 
+use crate::elasticsearch::Knowledge;
 pub use crate::elasticsearch::Rejection;
 
 /// The record of one intercepted call.
@@ -16,6 +17,8 @@ pub struct Intercepted {
     /// The `error` text the call sets, when the body was checked and valid (`None` for
     /// `{"error":null}`, a reset).
     pub error_text: Option<String>,
+    /// The dialects the call was checked for (or the unmodelled version it was passed to).
+    pub knowledge: Knowledge,
 }
 
 /// What the layer decided.

@@ -3,6 +3,7 @@
 //! Pure: bytes in, a [`BodyVerdict`] out. The answers match Elasticsearch's byte for byte
 //! (`es-connector-error.md` §3; the differential tests compare them with `../shared/oracle`).
 
+use super::dialect::{Dialect, DialectSet, Jackson, Wrapping};
 use super::error::EsError;
 pub use super::jackson::BodyVerdict;
 
@@ -30,9 +31,31 @@ pub fn check_connector_id(id: &str, check_length: bool) -> Result<(), EsError> {
 /// Elasticsearch's limit on document ids, in UTF-8 bytes.
 const MAX_ID_BYTES: usize = 512;
 
-/// Checks one request body. Never panics, whatever the bytes.
-pub fn check_body(body: &[u8]) -> BodyVerdict {
-    super::jackson::check(body)
+/// Checks one request body as `dialect` does. Never panics, whatever the bytes.
+pub fn check_body(body: &[u8], dialect: Dialect) -> BodyVerdict {
+    super::jackson::check(body, dialect)
+}
+
+/// The verdict every dialect of `dialects` gives `body`, or `None` when two of them differ (then
+/// only the node itself can answer). Dialects that read bodies alike (same wrapping and Jackson
+/// family) are asked once.
+pub fn check_body_agreed(body: &[u8], dialects: DialectSet) -> Option<BodyVerdict> {
+    let mut asked: Vec<(Wrapping, Jackson)> = Vec::with_capacity(4);
+    let mut agreed: Option<BodyVerdict> = None;
+    for dialect in dialects.iter() {
+        let key = (dialect.wrapping(), dialect.jackson());
+        if asked.contains(&key) {
+            continue;
+        }
+        asked.push(key);
+        let verdict = check_body(body, dialect);
+        match &agreed {
+            None => agreed = Some(verdict),
+            Some(first) if *first == verdict => {}
+            Some(_) => return None,
+        }
+    }
+    agreed
 }
 
 #[cfg(test)]

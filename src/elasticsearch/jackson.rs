@@ -13,6 +13,7 @@
 
 use bytes::Bytes;
 
+use super::dialect::Dialect;
 use super::error::EsError;
 use super::java::{is_java_identifier_part, is_java_identifier_start, java_utf8_lossy};
 use super::suggest::field_suggestion;
@@ -77,8 +78,8 @@ impl BodyVerdict {
     }
 }
 
-/// Checks one body. See [`super::validate::check_body`].
-pub(crate) fn check(body: &[u8]) -> BodyVerdict {
+/// Checks one body as `dialect` reads it. See [`super::body::check_body`].
+pub(crate) fn check(body: &[u8], dialect: Dialect) -> BodyVerdict {
     if body.is_empty() {
         return BodyVerdict::Reject(EsError::bad_request("parse_exception", "request body is required"));
     }
@@ -1478,7 +1479,7 @@ mod tests {
     use super::*;
 
     fn verdict(body: &[u8]) -> String {
-        match check(body) {
+        match check(body, Dialect::NEWEST) {
             BodyVerdict::Accept { literal } => format!("OK {}", String::from_utf8_lossy(&literal)),
             BodyVerdict::Reject(e) => format!("ERR {}", String::from_utf8_lossy(&e.to_compact())),
             BodyVerdict::Defer(why) => format!("DEFER {why}"),
@@ -1534,7 +1535,7 @@ mod tests {
     fn never_panics_on_prefixes_of_a_tricky_body() {
         let body = "\u{feff}{\"error\" /*x*/: \"a\\u12\\q\u{e9}\u{1F600}\" , \"e\\ud800\": -1.5e+3, nul".as_bytes();
         for end in 0..=body.len() {
-            let _ = check(&body[..end]);
+            let _ = check(&body[..end], Dialect::NEWEST);
         }
     }
 }

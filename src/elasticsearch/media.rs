@@ -11,14 +11,10 @@
 
 use http::header::{HeaderMap, HeaderName};
 
+use super::dialect::Major;
 use super::error::EsError;
 use super::java::{is_java_whitespace, java_lower_case, java_split, java_trim, parse_java_byte};
 use super::route::latin1;
-
-/// The REST API major version (`RestApiVersion.current()`).
-pub const CURRENT_MAJOR: i8 = 9;
-/// The oldest compatible major (`RestApiVersion.minimumSupported()`).
-pub const MINIMUM_MAJOR: i8 = 8;
 
 /// Elasticsearch's `XContentType`s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,14 +216,15 @@ pub enum Negotiation {
 }
 
 /// Replays the media-type part of building a `RestRequest`, with Elasticsearch's retries without
-/// the failed headers. `has_content`: the (decoded) body is not empty.
-pub fn negotiate(accept: &[String], content_type: &[String], has_content: bool) -> Negotiation {
+/// the failed headers. `has_content`: the (decoded) body is not empty; `major`: the node's REST
+/// compatibility window.
+pub fn negotiate(accept: &[String], content_type: &[String], has_content: bool, major: Major) -> Negotiation {
     let mut accept = accept.to_vec();
     let mut content_type = content_type.to_vec();
     let mut first: Option<EsError> = None;
     // Each failure drops at least one header, so this ends after at most three rounds.
     for _ in 0..3 {
-        match build(&accept, &content_type, has_content) {
+        match build(&accept, &content_type, has_content, major) {
             Ok(negotiated) => {
                 return match first {
                     None => Negotiation::Accepted(negotiated),
@@ -267,11 +264,11 @@ enum Failure {
 
 /// The `RestRequest` constructor, for the media types: `Accept`, then `Content-Type`, then the
 /// compatible versions.
-fn build(accept: &[String], content_type: &[String], has_content: bool) -> Result<Negotiated, Failure> {
+fn build(accept: &[String], content_type: &[String], has_content: bool, major: Major) -> Result<Negotiated, Failure> {
     let parsed_accept = parse_header(accept, "Accept").map_err(|e| e.into_failure("Accept", true, false))?;
     let parsed_content_type =
         parse_header(content_type, "Content-Type").map_err(|e| e.into_failure("Content-Type", false, true))?;
-    check_versions(parsed_accept.as_ref(), parsed_content_type.as_ref(), has_content)?;
+    check_versions(parsed_accept.as_ref(), parsed_content_type.as_ref(), has_content, major)?;
     Ok(Negotiated {
         accept: parsed_accept,
         content_type: parsed_content_type,
@@ -309,7 +306,9 @@ fn check_versions(
     accept: Option<&MediaType>,
     content_type: Option<&MediaType>,
     has_content: bool,
+    major: Major,
 ) -> Result<(), Failure> {
+    let (current, minimum) = (major.current(), major.minimum());
     let unknown = |()| Failure::Unknown("a compatible-with version that is not a byte");
     let a_version = accept.map(MediaType::version).transpose().map_err(unknown)?.flatten();
     let c_version = content_type
@@ -317,8 +316,8 @@ fn check_versions(
         .transpose()
         .map_err(unknown)?
         .flatten();
-    let accept_version = a_version.unwrap_or(CURRENT_MAJOR);
-    let content_type_version = c_version.unwrap_or(CURRENT_MAJOR);
+    let accept_version = a_version.unwrap_or(current);
+    let content_type_version = c_version.unwrap_or(current);
     let shown = |m: Option<&MediaType>| m.map_or("null", |m| m.original.as_str()).to_owned();
     let (a, c) = (shown(accept), shown(content_type));
     let fail = |message: String| Failure::Header {
@@ -326,15 +325,15 @@ fn check_versions(
         accept: true,
         content_type: true,
     };
-    if !(MINIMUM_MAJOR..=CURRENT_MAJOR).contains(&accept_version) {
+    if !(minimum..=current).contains(&accept_version) {
         return Err(fail(format!(
-            "Accept version must be either version {CURRENT_MAJOR} or {MINIMUM_MAJOR}, but found {accept_version}. Accept={a}"
+            "Accept version must be either version {current} or {minimum}, but found {accept_version}. Accept={a}"
         )));
     }
     if has_content {
-        if !(MINIMUM_MAJOR..=CURRENT_MAJOR).contains(&content_type_version) {
+        if !(minimum..=current).contains(&content_type_version) {
             return Err(fail(format!(
-                "Content-Type version must be either version {CURRENT_MAJOR} or {MINIMUM_MAJOR}, but found {content_type_version}. Content-Type={c}"
+                "Content-Type version must be either version {current} or {minimum}, but found {content_type_version}. Content-Type={c}"
             )));
         }
         if content_type_version != accept_version {
@@ -465,14 +464,14 @@ mod tests {
     }
 
     fn rejected(accept: &[&str], content_type: &[&str], has_content: bool) -> (String, Negotiated) {
-        match negotiate(&strings(accept), &strings(content_type), has_content) {
+        match negotiate(&strings(accept), &strings(content_type), has_content, Major::V9) {
             Negotiation::Rejected { error, rest } => (String::from_utf8_lossy(&error.to_compact()).into_owned(), rest),
             other => panic!("{other:?}"),
         }
     }
 
     fn accepted(accept: &[&str], content_type: &[&str], has_content: bool) -> Negotiated {
-        match negotiate(&strings(accept), &strings(content_type), has_content) {
+        match negotiate(&strings(accept), &strings(content_type), has_content, Major::V9) {
             Negotiation::Accepted(n) => n,
             other => panic!("{other:?}"),
         }
@@ -566,7 +565,7 @@ mod tests {
         assert!(body.contains("[nonsense]"));
         assert_eq!(rest, Negotiated::default());
         assert!(matches!(
-            negotiate(&strings(&[";"]), &[], false),
+            negotiate(&strings(&[";"]), &[], false, Major::V9),
             Negotiation::Unknown(_)
         ));
     }
@@ -616,7 +615,7 @@ mod tests {
         // Not a byte: Elasticsearch's answer is not known.
         for v in ["abc", "999", ""] {
             let accept = format!("application/json;compatible-with={v}");
-            let n = negotiate(std::slice::from_ref(&accept), &[], false);
+            let n = negotiate(std::slice::from_ref(&accept), &[], false, Major::V9);
             if v.is_empty() {
                 assert!(matches!(n, Negotiation::Rejected { .. }), "{accept}");
             } else {

@@ -31,8 +31,8 @@ pub mod request;
 pub mod route;
 pub mod suggest;
 
-pub use body::{check_body, check_connector_id, BodyVerdict};
-pub use dialect::{Dialect, DialectSet, Knowledge, Version};
+pub use body::{check_body, check_body_agreed, check_connector_id, BodyVerdict};
+pub use dialect::{Dialect, DialectSet, Knowledge, SharedKnowledge, Version};
 pub use error::{Cause, EsError, Rejection};
-pub use request::{precheck, Plan, Precheck, ResponseFormat};
+pub use request::{precheck, precheck_agreed, Plan, Precheck, ResponseFormat};
 pub use route::{match_path, ConnectorId, Route};

@@ -19,6 +19,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use http::request::Parts;
 use http::Response;
 
+use super::dialect::{DialectSet, Major};
 use super::error::EsError;
 use super::error::Rejection;
 use super::media::{header_values, negotiate, BodyType, Negotiated, Negotiation};
@@ -39,7 +40,7 @@ pub enum Precheck {
 }
 
 /// How to go on after a valid precheck.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Plan {
     /// How every later answer (body errors, step 10, connector id) is written.
     pub format: ResponseFormat,
@@ -94,9 +95,54 @@ const SINGLE_VALUED: [HeaderName; 4] = [
 /// and change the body: forward.
 const RENDERING_PARAMS: [&str; 2] = ["rest.exception.stacktrace.skip", "rest.exception.cause.skip"];
 
+/// [`precheck`] for a node of any of `dialects`: the outcome when every compatibility window
+/// among them gives the same one (the same answer, byte for byte, or the same plan), `None` when
+/// they differ.
+pub fn precheck_agreed(parts: &Parts, id: &str, has_content: bool, dialects: DialectSet) -> Option<Precheck> {
+    let majors = [Major::V8, Major::V9]
+        .into_iter()
+        .filter(|m| dialects.iter().any(|d| d.major() == *m));
+    let mut agreed: Option<Precheck> = None;
+    for major in majors {
+        let outcome = precheck(parts, id, has_content, major);
+        match &agreed {
+            None => agreed = Some(outcome),
+            Some(first) if first.same_as(&outcome) => {}
+            Some(_) => return None,
+        }
+    }
+    agreed
+}
+
+impl Precheck {
+    /// True when both would make Elasticsearch's answer the same.
+    fn same_as(&self, other: &Precheck) -> bool {
+        match (self, other) {
+            (Precheck::Check(a), Precheck::Check(b)) => a == b,
+            (Precheck::Respond(a), Precheck::Respond(b)) => {
+                a.status() == b.status()
+                    && a.headers() == b.headers()
+                    && matches!((full_bytes(a.body()), full_bytes(b.body())), (Some(x), Some(y)) if x == y)
+            }
+            (Precheck::Forward(_), Precheck::Forward(_)) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The bytes of a body esgate wrote itself.
+fn full_bytes(body: &Body) -> Option<&[u8]> {
+    match body {
+        Body::Empty => Some(&[]),
+        Body::Full(bytes) => Some(bytes),
+        _ => None,
+    }
+}
+
 /// Steps 2 to 6 for a `PUT` that matched the route with connector id `id`. `has_content`: the
-/// decoded body is not empty (the caller reads it first).
-pub fn precheck(parts: &Parts, id: &str, has_content: bool) -> Precheck {
+/// decoded body is not empty (the caller reads it first); `major`: the compatibility window of
+/// the node that answers.
+pub fn precheck(parts: &Parts, id: &str, has_content: bool, major: Major) -> Precheck {
     // Elasticsearch routes on the whole request target: `http://host/_connector/…` is no route of
     // its own, whatever hyper makes of the path.
     if parts.uri.authority().is_some() {
@@ -115,7 +161,7 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool) -> Precheck {
     let params = match decode_query(parts.uri.query()) {
         Ok(params) => params,
         Err(error) => {
-            return match negotiate(&accept, &content_type, has_content) {
+            return match negotiate(&accept, &content_type, has_content, major) {
                 Negotiation::Accepted(rest) => respond(&rest, None, false, opaque_id, |f| f.respond(&error)),
                 _ => Precheck::Forward("a query string and a media-type header that both fail"),
             }
@@ -128,7 +174,7 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool) -> Precheck {
     // 2. The media types. The channel is built on the request without the failed headers but
     // with the parameters; a bad `pretty`/`human` makes Elasticsearch rebuild it from the original
     // request, whose headers fail again, unhandled. The error renderer reads `error_trace`.
-    let negotiated = match negotiate(&accept, &content_type, has_content) {
+    let negotiated = match negotiate(&accept, &content_type, has_content, major) {
         Negotiation::Accepted(negotiated) => negotiated,
         Negotiation::Unknown(why) => return Precheck::Forward(why),
         Negotiation::Rejected { error, rest } => {
@@ -255,7 +301,7 @@ mod tests {
     const PATH: &str = "/_connector/my-connector/_error";
 
     fn run(uri: &str, headers: &[(&str, &str)], has_content: bool) -> Precheck {
-        precheck(&parts(uri, headers), "my-connector", has_content)
+        precheck(&parts(uri, headers), "my-connector", has_content, Major::V9)
     }
 
     fn answer(p: Precheck) -> (StatusCode, Vec<(String, String)>, String) {

@@ -17,6 +17,7 @@ mod health;
 pub mod nodes;
 mod pool;
 
+use crate::elasticsearch::SharedKnowledge;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,6 +78,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     annotate: bool,
     tls: Option<ClientTls>,
+    /// The dialects of all nodes together, for the connector-error layer.
+    knowledge: SharedKnowledge,
 }
 
 /// The upstream of one gateway: its nodes and how to reach them. Cheap to clone.
@@ -114,8 +117,14 @@ impl Upstream {
                 metrics,
                 annotate,
                 tls: cfg.tls.clone(),
+                knowledge: SharedKnowledge::default(),
             }),
         }
+    }
+
+    /// What is known of the nodes' dialects, together: the connector-error layer reads it.
+    pub fn knowledge(&self) -> &SharedKnowledge {
+        &self.shared.knowledge
     }
 
     /// The nodes and their health.
