@@ -5,8 +5,8 @@
 //!
 //! * the REST compatibility window of its major: 8.x accepts `compatible-with` 7 and 8, 9.x
 //!   accepts 8 and 9 ([`Major`]);
-//! * how its `JsonXContentParser` wraps Jackson's exceptions ([`Wrapping`]): state B before
-//!   elastic/elasticsearch#123439, state C after it;
+//! * how its `JsonXContentParser` wraps Jackson's exceptions ([`Wrapping`]): states B0 and B
+//!   before elastic/elasticsearch#123439, state C after it;
 //! * the jackson-core its x-content library bundles ([`Jackson`]): 2.17.x, 2.18.x or 2.21+.
 //!
 //! A [`Dialect`] is one combination that some release ships. [`DIALECTS`] is the one table of
@@ -49,10 +49,14 @@ impl Major {
 /// (`docs/dialects.md`, "Wrapping").
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Wrapping {
-    /// 8.16 to 9.0 and the early 8.19.x / 9.1.x releases: only `nextToken` turns an end of input
-    /// into `Unexpected end of file`; `nextFieldName` and `text()` keep Jackson's text in an
-    /// `x_content_parse_exception`; a `CharConversionException` and Jackson's number-length limit
-    /// are not turned into a 400 at all.
+    /// 8.16 and 8.17 (elastic/elasticsearch#111548, #112579): as [`Wrapping::B`], but `text()`
+    /// does not wrap at all, so a bad string value reaches the object parser as Jackson's own
+    /// exception.
+    B0,
+    /// 8.18 to 9.0 and the early 8.19.x / 9.1.x releases (#114445 wraps `text()`): only
+    /// `nextToken` turns an end of input into `Unexpected end of file`; `nextFieldName` and
+    /// `text()` keep Jackson's text in an `x_content_parse_exception`; a `CharConversionException`
+    /// and Jackson's number-length limit are not turned into a 400 at all.
     B,
     /// elastic/elasticsearch#123439 and later: one handler for every method.
     C,
@@ -80,11 +84,61 @@ impl Jackson {
     }
 }
 
+/// What differs between jackson-core families where the tokenizer meets it: the one place the
+/// tokenizer asks (`docs/dialects.md`, "Jackson").
+#[derive(Debug, PartialEq, Eq)]
+pub struct JacksonRules {
+    /// jackson-core#1180 (2.21): an unrecognized token is located at its first character, and a
+    /// non-ASCII first byte of a value is decoded before it is judged. Before, the location is
+    /// where reading stopped, and the byte itself is taken as a Latin-1 character.
+    pub token_located_at_start: bool,
+    /// jackson-core#363 (2.21): a UTF-8-encoded surrogate in a string or name is refused, and
+    /// escaped surrogates in a name must make a pair. Before, both are read as they come.
+    pub refuses_surrogates: bool,
+    /// 2.21: a close marker at the root is "no open Object to close"; before, a mismatch with the
+    /// root context, "expected ']' (for root starting at …)".
+    pub root_close_marker_has_no_scope: bool,
+    /// 2.19: an illegal Record Separator (U+001E) between tokens adds a hint naming
+    /// `JsonReadFeature.ALLOW_RS_CONTROL_CHAR`.
+    pub record_separator_hint: bool,
+    /// 2.21: an unrecognized escape of a character outside the BMP shows its whole code point;
+    /// before, the character is cut to 16 bits first (`(char) _decodeCharForError(c)`).
+    pub escape_shows_code_point: bool,
+}
+
+const JACKSON_2_17: JacksonRules = JacksonRules {
+    token_located_at_start: false,
+    refuses_surrogates: false,
+    root_close_marker_has_no_scope: false,
+    record_separator_hint: false,
+    escape_shows_code_point: false,
+};
+
+const JACKSON_2_21: JacksonRules = JacksonRules {
+    token_located_at_start: true,
+    refuses_surrogates: true,
+    root_close_marker_has_no_scope: true,
+    record_separator_hint: true,
+    escape_shows_code_point: true,
+};
+
+impl Jackson {
+    /// The family's rules. 2.18 reads bodies as 2.17 does, as far as the oracle shows.
+    pub fn rules(self) -> &'static JacksonRules {
+        match self {
+            Jackson::V2_17 | Jackson::V2_18 => &JACKSON_2_17,
+            Jackson::V2_21 => &JACKSON_2_21,
+        }
+    }
+}
+
 /// One way of answering the route: a combination of [`Major`], [`Wrapping`] and [`Jackson`] that
 /// an Elasticsearch release ships. See [`DIALECTS`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Dialect {
-    /// 8.16 to 8.18, 8.19.0 (and 8.19.x patches built before the #123439 backport).
+    /// 8.16.x and 8.17.x.
+    Es8B017,
+    /// 8.18.x, 8.19.0 (and 8.19.x patches built before the #123439 backport).
     Es8B17,
     /// 8.19.x patches built after the #123439 backport, on jackson-core 2.17.
     Es8C17,
@@ -103,7 +157,8 @@ pub enum Dialect {
 }
 
 /// The one table of dialects: name, major, wrapping, Jackson family. Ordered as [`Dialect`].
-pub const DIALECTS: [(Dialect, &str, Major, Wrapping, Jackson); 8] = [
+pub const DIALECTS: [(Dialect, &str, Major, Wrapping, Jackson); 9] = [
+    (Dialect::Es8B017, "8-b0-2.17", Major::V8, Wrapping::B0, Jackson::V2_17),
     (Dialect::Es8B17, "8-b-2.17", Major::V8, Wrapping::B, Jackson::V2_17),
     (Dialect::Es8C17, "8-c-2.17", Major::V8, Wrapping::C, Jackson::V2_17),
     (Dialect::Es8C18, "8-c-2.18", Major::V8, Wrapping::C, Jackson::V2_18),
@@ -116,7 +171,8 @@ pub const DIALECTS: [(Dialect, &str, Major, Wrapping, Jackson); 8] = [
 
 impl Dialect {
     /// Every modelled dialect.
-    pub const ALL: [Dialect; 8] = [
+    pub const ALL: [Dialect; 9] = [
+        Dialect::Es8B017,
         Dialect::Es8B17,
         Dialect::Es8C17,
         Dialect::Es8C18,
@@ -159,7 +215,7 @@ impl Dialect {
         DIALECTS.iter().find(|row| row.1 == name).map(|row| row.0)
     }
 
-    fn bit(self) -> u8 {
+    fn bit(self) -> u16 {
         1 << (self as u8)
     }
 }
@@ -172,13 +228,13 @@ impl fmt::Display for Dialect {
 
 /// A set of dialects: those a node (or any of several nodes) may be speaking.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct DialectSet(u8);
+pub struct DialectSet(u16);
 
 impl DialectSet {
     /// No dialect.
     pub const EMPTY: DialectSet = DialectSet(0);
     /// Every modelled dialect: what esgate assumes of a node it knows nothing about.
-    pub const ALL: DialectSet = DialectSet(0xFF);
+    pub const ALL: DialectSet = DialectSet((1 << Dialect::ALL.len()) - 1);
 
     /// The set holding only `dialect`.
     pub const fn one(dialect: Dialect) -> DialectSet {
@@ -335,7 +391,8 @@ impl Knowledge {
         let Version { major, minor, patch } = version;
         let set = match (major, minor) {
             (8, 0..=15) | (0..=7, _) => return Knowledge::Unmodelled(version),
-            (8, 16..=18) => DialectSet::one(Es8B17),
+            (8, 16..=17) => DialectSet::one(Es8B017),
+            (8, 18) => DialectSet::one(Es8B17),
             (8, 19) if patch == 0 => DialectSet::one(Es8B17),
             // Which 8.19.x patch first had the #123439 backport (2025-08-06), the jackson-core
             // 2.18 upgrade (2026-07) and the 2.21.6 bump (2026-09) is not established.
@@ -378,7 +435,7 @@ impl Knowledge {
         if bits >> 63 == 1 {
             Knowledge::Unmodelled(Version::unpack(bits))
         } else {
-            Knowledge::Dialects(DialectSet(bits as u8))
+            Knowledge::Dialects(DialectSet(bits as u16))
         }
     }
 }
@@ -444,7 +501,8 @@ mod tests {
         assert_eq!(v("8.15.3"), Knowledge::Unmodelled(Version::new(8, 15, 3)));
         assert_eq!(v("7.17.0"), Knowledge::Unmodelled(Version::new(7, 17, 0)));
         assert_eq!(v("10.0.0"), Knowledge::Unmodelled(Version::new(10, 0, 0)));
-        assert_eq!(v("8.16.0"), one(Dialect::Es8B17));
+        assert_eq!(v("8.16.0"), one(Dialect::Es8B017));
+        assert_eq!(v("8.17.9"), one(Dialect::Es8B017));
         assert_eq!(v("8.18.8"), one(Dialect::Es8B17));
         assert_eq!(v("9.0.8"), one(Dialect::Es9B17));
         assert_eq!(v("9.2.4"), one(Dialect::Es9C17));
@@ -459,7 +517,7 @@ mod tests {
         let Knowledge::Dialects(set) = v("8.19.4") else {
             panic!("modelled")
         };
-        assert_eq!(set, DialectSet::of_major(Major::V8));
+        assert_eq!(set.to_string(), "8-b-2.17,8-c-2.17,8-c-2.18,8-c-2.21");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 
 use bytes::Bytes;
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, JacksonRules, Wrapping};
 use super::error::EsError;
 use super::java::{is_java_identifier_part, is_java_identifier_start, java_utf8_lossy};
 use super::suggest::field_suggestion;
@@ -41,6 +41,9 @@ pub(crate) mod defer {
     /// earlier request), so Elasticsearch's answer depends on its history.
     pub(crate) const FF_IN_NAME: &str =
         "a field name holds byte 0xFF, which Jackson may match to a name it saw earlier";
+    /// Before elastic/elasticsearch#123439 Jackson's number-length limit escapes Elasticsearch's
+    /// handling as an exception of its own, whose answer is not modelled.
+    pub(crate) const UNCAUGHT: &str = "the body hits a Jackson limit that this Elasticsearch version does not turn into a 400";
 }
 
 /// Texts that name what Jackson expected.
@@ -92,7 +95,7 @@ pub(crate) fn check(body: &[u8], dialect: Dialect) -> BodyVerdict {
         Encoding::Utf8 { bom } => bom,
         Encoding::Other(why) => return BodyVerdict::Defer(why),
     };
-    let mut parser = Parser::new(body, start);
+    let mut parser = Parser::new(body, start, dialect);
     let parsed = parser.parse();
     if let Some(why) = parser.deferred {
         return BodyVerdict::Defer(why);
@@ -271,10 +274,23 @@ struct Parser<'a> {
     names: Vec<Vec<u16>>,
     /// Set when the body turns out to be one esgate cannot judge.
     deferred: Option<&'static str>,
+    /// How Elasticsearch wraps Jackson's exceptions.
+    wrapping: Wrapping,
+    /// What this Jackson family does differently.
+    rules: &'static JacksonRules,
+}
+
+/// The `JsonXContentParser` method an exception came out of: in the wrapping states before
+/// elastic/elasticsearch#123439 each wraps differently.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    NextToken,
+    NextFieldName,
+    Text,
 }
 
 impl<'a> Parser<'a> {
-    fn new(buf: &'a [u8], start: usize) -> Self {
+    fn new(buf: &'a [u8], start: usize, dialect: Dialect) -> Self {
         Parser {
             buf,
             ptr: start,
@@ -291,6 +307,8 @@ impl<'a> Parser<'a> {
             incomplete: false,
             names: Vec::new(),
             deferred: None,
+            wrapping: dialect.wrapping(),
+            rules: dialect.jackson().rules(),
         }
     }
 
@@ -298,7 +316,7 @@ impl<'a> Parser<'a> {
 
     /// `Ok(Some(units))` for a string value, `Ok(None)` for null.
     fn parse(&mut self) -> Result<Option<Vec<u16>>, EsError> {
-        let first = self.next_token().map_err(|e| self.wrap(e))?;
+        let first = self.next_token().map_err(|e| self.wrap(e, Step::NextToken))?;
         if first != Some(Tok::StartObject) {
             let loc = self.token_location();
             return Err(self.es_parse_error(
@@ -307,9 +325,9 @@ impl<'a> Parser<'a> {
             ));
         }
         let mut value: Option<Option<Vec<u16>>> = None;
-        while let Some(name) = self.next_field_name().map_err(|e| self.wrap(e))? {
+        while let Some(name) = self.next_field_name().map_err(|e| self.wrap(e, Step::NextFieldName))? {
             let name_loc = self.token_location();
-            let tok = self.next_token().map_err(|e| self.wrap(e))?;
+            let tok = self.next_token().map_err(|e| self.wrap(e, Step::NextToken))?;
             if name != ERROR_FIELD {
                 let mut msg = format!("[{PARSER}] unknown field [").into_bytes();
                 push_utf16_as_wtf8(&mut msg, &name);
@@ -326,11 +344,18 @@ impl<'a> Parser<'a> {
                 }
                 Some(Tok::String) => {
                     let text = self.text().map_err(|e| {
-                        let inner = self.wrap(e);
-                        let mut outer = EsError::bad_request(
+                        let outer = EsError::bad_request(
                             "x_content_parse_exception",
                             format!("{}[{PARSER}] failed to parse field [error]", value_loc.prefix()),
                         );
+                        if self.wrapping == Wrapping::B0 {
+                            // `text()` does not wrap: Jackson's exception is the cause, and the
+                            // object parser's own exception the root.
+                            let cause = if e.kind == Kind::Eof { "json_e_o_f_exception" } else { "json_parse_exception" };
+                            return outer.caused_by(cause, self.full_message(&e));
+                        }
+                        let inner = self.wrap(e, Step::Text);
+                        let mut outer = outer;
                         outer.chain.extend(inner.chain);
                         outer.with_root(1)
                     })?;
@@ -363,11 +388,25 @@ impl<'a> Parser<'a> {
         EsError::bad_request("x_content_parse_exception", reason)
     }
 
-    /// `JsonXContentParser.handleParserException`: how Elasticsearch 9.x wraps Jackson's errors.
-    fn wrap(&self, e: JacksonError) -> EsError {
+    /// How `JsonXContentParser` wraps Jackson's exception `e`, thrown by `step`
+    /// (`docs/dialects.md`, "Wrapping"). In state C one handler serves every method
+    /// (`handleParserException`); before it, only `nextToken` turns an end of input into
+    /// `Unexpected end of file`, and nothing turns the number-length limit into a 400, so such a
+    /// body is deferred.
+    fn wrap(&mut self, e: JacksonError, step: Step) -> EsError {
         let full = self.full_message(&e);
         let prefix = e.loc.map(Loc::prefix).unwrap_or_default();
+        let state_c = self.wrapping == Wrapping::C;
         match e.kind {
+            Kind::Constraints if !state_c => {
+                self.deferred = Some(defer::UNCAUGHT);
+                EsError::bad_request("deferred", full)
+            }
+            Kind::Eof if !state_c && step != Step::NextToken => {
+                let mut reason = prefix.into_bytes();
+                reason.extend_from_slice(&full);
+                EsError::bad_request("x_content_parse_exception", reason).caused_by("json_e_o_f_exception", full)
+            }
             Kind::Eof => EsError::bad_request("x_content_e_o_f_exception", format!("{prefix}Unexpected end of file"))
                 .caused_by("json_e_o_f_exception", full),
             Kind::Parse => {
@@ -501,7 +540,7 @@ impl<'a> Parser<'a> {
 
     fn invalid_space(&self, c: i32) -> JacksonError {
         let mut tail = String::from("): only regular white space (\\r, \\n, \\t) is allowed between tokens");
-        if c == 0x1E {
+        if c == 0x1E && self.rules.record_separator_hint {
             tail.push_str(
                 " (consider enabling `JsonReadFeature.ALLOW_RS_CONTROL_CHAR` to allow use of Record Separators (\\u001E))",
             );
@@ -773,6 +812,14 @@ impl<'a> Parser<'a> {
     fn close_marker(&self, c: i32) -> JacksonError {
         let (actual, expected) = if c == i32::from(b']') { (']', '}') } else { ('}', ']') };
         match self.ctx {
+            Context::Root { .. } if !self.rules.root_close_marker_has_no_scope => {
+                let mut msg =
+                    format!("Unexpected close marker '{actual}': expected '{expected}' (for root starting at ")
+                        .into_bytes();
+                self.location_text(&mut msg, Loc { line: 1, col: 0 });
+                msg.push(b')');
+                self.error_at(msg, self.location_minus_one())
+            }
             Context::Root { .. } => {
                 let scope = if actual == ']' { "Array" } else { "Object" };
                 self.error_at(
@@ -882,8 +929,9 @@ impl<'a> Parser<'a> {
             }
             _ => {}
         }
-        // Jackson 2.21+ decodes a non-ASCII first character before judging it.
-        let ch = if c >= 0x80 {
+        // Jackson 2.21+ decodes a non-ASCII first character before judging it; earlier versions
+        // take the byte itself as a Latin-1 character.
+        let ch = if c >= 0x80 && self.rules.token_located_at_start {
             self.decode_char_for_error(c as u8)? as i32
         } else {
             c
@@ -896,10 +944,11 @@ impl<'a> Parser<'a> {
         Err(self.unexpected_char(ch, &format!("expected a valid value {}", texts::VALID_VALUES)))
     }
 
-    /// `_reportInvalidToken`: reads on while the bytes make identifier characters.
+    /// `_reportInvalidToken`: reads on while the bytes make identifier characters. Located at the
+    /// token's first character from Jackson 2.21, where reading stopped before.
     fn invalid_token(&mut self, matched: &[u16], expected: &str) -> JacksonError {
         let start = self.ptr as i64 - matched.len() as i64;
-        let loc = Loc {
+        let at_start = Loc {
             line: self.row,
             col: start - self.row_start as i64 + 1,
         };
@@ -924,6 +973,11 @@ impl<'a> Parser<'a> {
         push_utf16_as_wtf8(&mut msg, &token);
         msg.extend_from_slice(b"': was expecting ");
         msg.extend_from_slice(expected.as_bytes());
+        let loc = if self.rules.token_located_at_start {
+            at_start
+        } else {
+            self.current_location()
+        };
         self.error_at(msg, loc)
     }
 
@@ -941,6 +995,16 @@ impl<'a> Parser<'a> {
             if c >= b'0' && c != b']' && c != b'}' {
                 // `_checkMatchEnd`: a following identifier character makes the whole thing one
                 // unrecognized token; anything else is left for the next token.
+                if !self.rules.token_located_at_start {
+                    // Before Jackson 2.21 the character is decoded without stepping over its
+                    // first byte, which is then read again as its own continuation byte.
+                    let ch = self.decode_char_for_error(c)? as u16;
+                    if is_java_identifier_part(ch) {
+                        let matched: Vec<u16> = word.encode_utf16().collect();
+                        return Err(self.invalid_token(&matched, texts::VALID_TOKENS));
+                    }
+                    return Ok(());
+                }
                 let saved = self.ptr;
                 self.ptr += 1;
                 let ch = self.decode_char_for_error(c)? as u16;
@@ -1168,7 +1232,9 @@ impl<'a> Parser<'a> {
                 b'"' => break,
                 b'\\' => {
                     let mut ch = u32::from(self.decode_escaped()?);
-                    if (0xD800..=0xDBFF).contains(&ch) {
+                    if !self.rules.refuses_surrogates {
+                        // Each escape is re-encoded on its own, a surrogate as three bytes.
+                    } else if (0xD800..=0xDBFF).contains(&ch) {
                         let Some(&next) = self.buf.get(self.ptr) else {
                             return Err(self.invalid_eof(" in field name"));
                         };
@@ -1237,7 +1303,7 @@ impl<'a> Parser<'a> {
                 i += 1;
                 v = (v << 6) | u32::from(d & 0x3F);
             }
-            if needed == 2 && (0xD800..=0xDFFF).contains(&v) {
+            if needed == 2 && (0xD800..=0xDFFF).contains(&v) && self.rules.refuses_surrogates {
                 return Err(self.invalid_surrogate(v));
             }
             if needed == 3 {
@@ -1283,8 +1349,11 @@ impl<'a> Parser<'a> {
                 Ok(value)
             }
             _ => {
-                // Java prints the whole code point but the character cut to 16 bits.
-                let ch = self.decode_char_for_error(b)?;
+                // Java prints the character cut to 16 bits; 2.21 prints the whole code point.
+                let mut ch = self.decode_char_for_error(b)?;
+                if !self.rules.escape_shows_code_point {
+                    ch &= 0xFFFF;
+                }
                 let mut msg = b"Unrecognized character escape ".to_vec();
                 char_desc(&mut msg, ch as i32);
                 Err(self.error_at(msg, self.location_minus_one()))
@@ -1323,7 +1392,9 @@ impl<'a> Parser<'a> {
         };
         let v = self.continuation_bytes(bits, needed)?;
         match needed {
-            2 if (0xD800..=0xDFFF).contains(&v) => return Err(self.invalid_surrogate(v)),
+            2 if (0xD800..=0xDFFF).contains(&v) && self.rules.refuses_surrogates => {
+                return Err(self.invalid_surrogate(v))
+            }
             3 => {
                 let v = v.wrapping_sub(0x10000);
                 out.push(((v >> 10) | 0xD800) as u16);
@@ -1514,7 +1585,7 @@ mod tests {
             br#"{"error":"~ !#$%&'()*+,-./"}"#,
         ] {
             let short = canonical_literal(body).expect("canonical");
-            let mut parser = Parser::new(body, 0);
+            let mut parser = Parser::new(body, 0, Dialect::NEWEST);
             let units = parser.parse().ok().flatten().expect("accepted");
             let mut full = Vec::new();
             write_utf16_literal(&mut full, &units);
