@@ -11,6 +11,7 @@ use std::io::Write;
 
 use super::redact::{redact_secrets, truncate, Caller};
 use crate::connector_error::{Intercepted, Verdict};
+use crate::elasticsearch::Knowledge;
 use crate::es_error::write_json_string;
 
 /// The ECS version the field names follow.
@@ -150,11 +151,22 @@ impl Event {
                         Verdict::Rejected(_) => "rejected",
                         Verdict::WouldReject(_) => "would_reject",
                         Verdict::Unchecked(why) => {
-                            o.str("unchecked_reason", why);
+                            match record.knowledge {
+                                // The reason names the version the call was passed to.
+                                Knowledge::Unmodelled(version) => o.str(
+                                    "unchecked_reason",
+                                    &format!("{why}: Elasticsearch {version} (esgate models 8.16 to 9.x)"),
+                                ),
+                                Knowledge::Dialects(_) => o.str("unchecked_reason", why),
+                            }
                             "unchecked"
                         }
                     };
                     o.str("verdict", verdict);
+                    // The dialects the call was checked for: those that agreed on a local answer.
+                    if let Knowledge::Dialects(dialects) = record.knowledge {
+                        o.str("es_dialect", &dialects.to_string());
+                    }
                 }
             }
             if let Some(scheme) = self.caller.as_ref().map(|c| c.scheme) {

@@ -187,7 +187,7 @@ pub mod unchecked {
 /// The checks in Elasticsearch's order (`docs/connector-error.md`, "Order of checks"), for a node
 /// speaking any of `dialects`.
 async fn check<S>(
-    mut inner: S,
+    inner: S,
     config: &GuardConfig,
     dialects: DialectSet,
     req: Request<Body>,
@@ -239,7 +239,7 @@ where
             let rejection = rejection_of(&response);
             return would_reject(inner, parts, raw, rejection).await;
         }
-        Precheck::Respond(response) => return Ok(local(response)),
+        Precheck::Respond(response) => return refuse(inner, config, parts, raw, response).await,
         Precheck::Forward(why) => return unchecked(inner, parts, raw, why).await,
     };
 
@@ -264,22 +264,8 @@ where
             return would_reject(inner, parts, raw, Rejection::from_error(&error)).await;
         }
         Err(error) => {
-            if let Some(auth) = &config.auth {
-                match auth.check(&mut inner, &parts).await? {
-                    Outcome::Authenticated => {}
-                    Outcome::Refused(response) => {
-                        let rejection = Rejection {
-                            status: response.status().as_u16(),
-                            error_type: None,
-                            reason: "the credentials were refused by Elasticsearch".to_owned(),
-                        };
-                        return Ok((response, Verdict::Rejected(rejection), None));
-                    }
-                    Outcome::Unknown => return unchecked(inner, parts, raw, "credentials could not be checked").await,
-                }
-            }
             tracing::debug!(connector_id = %id, error_type = error.top().error_type, "connector error rejected locally");
-            return Ok(local(plan.format.respond(&error)));
+            return refuse(inner, config, parts, raw, plan.format.respond(&error)).await;
         }
     };
     let error_text = config.keep_error_text.then(|| error_text(&literal)).flatten();
@@ -288,6 +274,37 @@ where
     let body = if identity && canonical == raw { raw } else { canonical };
     let response = forward(inner, parts, body).await?;
     Ok((response, Verdict::Forwarded, error_text))
+}
+
+/// Answers `response` locally. With the credential check on, the caller's credentials are
+/// checked first: a secured cluster authenticates every request before any of these checks
+/// (`docs/connector-error.md`, "Order of checks"), so a caller it would refuse gets its 401.
+async fn refuse<S>(
+    mut inner: S,
+    config: &GuardConfig,
+    parts: http::request::Parts,
+    raw: Bytes,
+    response: Response<Body>,
+) -> Result<Checked, S::Error>
+where
+    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    if let Some(auth) = &config.auth {
+        match auth.check(&mut inner, &parts).await? {
+            Outcome::Authenticated => {}
+            Outcome::Refused(response) => {
+                let rejection = Rejection {
+                    status: response.status().as_u16(),
+                    error_type: None,
+                    reason: "the credentials were refused by Elasticsearch".to_owned(),
+                };
+                return Ok((response, Verdict::Rejected(rejection), None));
+            }
+            Outcome::Unknown => return unchecked(inner, parts, raw, "credentials could not be checked").await,
+        }
+    }
+    Ok(local(response))
 }
 
 /// The `error` text of an accepted body: `None` for `null`. The literal is Jackson-escaped JSON;

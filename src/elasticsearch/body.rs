@@ -5,6 +5,7 @@
 
 use super::dialect::{Dialect, DialectSet, Jackson, Wrapping};
 use super::error::EsError;
+use super::jackson::canonical_literal;
 pub use super::jackson::BodyVerdict;
 
 /// `UpdateConnectorErrorAction.Request.validate()` (V1) and the document id length checked when
@@ -40,6 +41,12 @@ pub fn check_body(body: &[u8], dialect: Dialect) -> BodyVerdict {
 /// only the node itself can answer). Dialects that read bodies alike (same wrapping and Jackson
 /// family) are asked once.
 pub fn check_body_agreed(body: &[u8], dialects: DialectSet) -> Option<BodyVerdict> {
+    // The common body, `{"error":"<printable ASCII>"}`, reads the same in every dialect.
+    if let Some(dialect) = dialects.iter().next() {
+        if canonical_literal(body).is_some() {
+            return Some(check_body(body, dialect));
+        }
+    }
     let mut asked: Vec<(Wrapping, Jackson)> = Vec::with_capacity(4);
     let mut agreed: Option<BodyVerdict> = None;
     for dialect in dialects.iter() {
@@ -61,6 +68,51 @@ pub fn check_body_agreed(body: &[u8], dialects: DialectSet) -> Option<BodyVerdic
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dialects_must_all_agree_for_a_verdict() {
+        use Dialect::*;
+        let surrogate = b"{\"error\":\"a\xED\xA0\x80b\"}";
+        let set = DialectSet::of;
+        assert!(matches!(
+            check_body_agreed(surrogate, set(&[Es9C17])),
+            Some(BodyVerdict::Accept { .. })
+        ));
+        assert!(matches!(
+            check_body_agreed(surrogate, set(&[Es9C21])),
+            Some(BodyVerdict::Reject(_))
+        ));
+        assert_eq!(check_body_agreed(surrogate, set(&[Es9C17, Es9C21])), None);
+        // The same error everywhere: a local answer whatever the version.
+        assert!(matches!(
+            check_body_agreed(b"{\"error\":1}", DialectSet::ALL),
+            Some(BodyVerdict::Reject(_))
+        ));
+        assert!(matches!(
+            check_body_agreed(b"{}", DialectSet::ALL),
+            Some(BodyVerdict::Reject(_))
+        ));
+        assert!(matches!(
+            check_body_agreed(b"{\"error\":\"x\"}", DialectSet::ALL),
+            Some(BodyVerdict::Accept { .. })
+        ));
+        // An end of input inside the object: wrappings B and C word it differently.
+        let eof = b"{\"error\":\"x\"";
+        assert!(check_body_agreed(eof, set(&[Es9B17])).is_some());
+        assert_eq!(check_body_agreed(eof, set(&[Es9B17, Es9C17])), None);
+        // A bad escape: 8.16/8.17 leave text() unwrapped.
+        let escape = b"{\"error\":\"a\\qb\"}";
+        let (Some(BodyVerdict::Reject(b0)), Some(BodyVerdict::Reject(b))) = (
+            check_body_agreed(escape, set(&[Es8B017])),
+            check_body_agreed(escape, set(&[Es8B17])),
+        ) else {
+            panic!("both refuse a bad escape")
+        };
+        assert_eq!(b0.chain[1].error_type, "json_parse_exception");
+        assert_eq!(b0.root, 0);
+        assert_eq!(b.chain[1].error_type, "x_content_parse_exception");
+        assert_eq!(check_body_agreed(escape, set(&[Es8B017, Es8B17])), None);
+    }
 
     #[test]
     fn connector_id_rules() {

@@ -43,7 +43,8 @@ pub(crate) mod defer {
         "a field name holds byte 0xFF, which Jackson may match to a name it saw earlier";
     /// Before elastic/elasticsearch#123439 Jackson's number-length limit escapes Elasticsearch's
     /// handling as an exception of its own, whose answer is not modelled.
-    pub(crate) const UNCAUGHT: &str = "the body hits a Jackson limit that this Elasticsearch version does not turn into a 400";
+    pub(crate) const UNCAUGHT: &str =
+        "the body hits a Jackson limit that this Elasticsearch version does not turn into a 400";
 }
 
 /// Texts that name what Jackson expected.
@@ -119,7 +120,7 @@ pub(crate) fn check(body: &[u8], dialect: Dialect) -> BodyVerdict {
 /// `{"error":"…"}` with only printable ASCII other than `"` and `\` in the value. Jackson reads
 /// such a body exactly as written and writes the value back the same, so the literal is the
 /// body's own bytes.
-fn canonical_literal(body: &[u8]) -> Option<&[u8]> {
+pub(crate) fn canonical_literal(body: &[u8]) -> Option<&[u8]> {
     let inner = body.strip_prefix(b"{\"error\":")?.strip_suffix(b"}")?;
     let value = inner.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
     value
@@ -351,7 +352,11 @@ impl<'a> Parser<'a> {
                         if self.wrapping == Wrapping::B0 {
                             // `text()` does not wrap: Jackson's exception is the cause, and the
                             // object parser's own exception the root.
-                            let cause = if e.kind == Kind::Eof { "json_e_o_f_exception" } else { "json_parse_exception" };
+                            let cause = if e.kind == Kind::Eof {
+                                "json_e_o_f_exception"
+                            } else {
+                                "json_parse_exception"
+                            };
                             return outer.caused_by(cause, self.full_message(&e));
                         }
                         let inner = self.wrap(e, Step::Text);

@@ -99,9 +99,21 @@ const RENDERING_PARAMS: [&str; 2] = ["rest.exception.stacktrace.skip", "rest.exc
 /// among them gives the same one (the same answer, byte for byte, or the same plan), `None` when
 /// they differ.
 pub fn precheck_agreed(parts: &Parts, id: &str, has_content: bool, dialects: DialectSet) -> Option<Precheck> {
-    let majors = [Major::V8, Major::V9]
+    // The window is asked only by a `compatible-with` parameter; without one, every major answers
+    // alike and one check is enough.
+    let asks_version = [ACCEPT, CONTENT_TYPE].iter().any(|name| {
+        parts.headers.get_all(name).iter().any(|v| {
+            v.as_bytes()
+                .windows(b"compatible-with".len())
+                .any(|w| w.eq_ignore_ascii_case(b"compatible-with"))
+        })
+    });
+    let mut majors = [Major::V9, Major::V8]
         .into_iter()
         .filter(|m| dialects.iter().any(|d| d.major() == *m));
+    if !asks_version {
+        return majors.next().map(|major| precheck(parts, id, has_content, major));
+    }
     let mut agreed: Option<Precheck> = None;
     for major in majors {
         let outcome = precheck(parts, id, has_content, major);
@@ -252,6 +264,9 @@ fn response_format(
     if !output.is_json() {
         return Err("a YAML, CBOR or SMILE answer");
     }
+    if !negotiated.accept_params_in_fixed_order() {
+        return Err("two or more Accept parameters, which Elasticsearch echoes in no fixed order");
+    }
     // Netty writes header strings back one byte per char.
     let value = negotiated.response_content_type(output);
     let bytes: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(u32::from(c)).ok()).collect();
@@ -302,6 +317,29 @@ mod tests {
 
     fn run(uri: &str, headers: &[(&str, &str)], has_content: bool) -> Precheck {
         precheck(&parts(uri, headers), "my-connector", has_content, Major::V9)
+    }
+
+    #[test]
+    fn the_compatibility_window_is_asked_only_when_a_version_is() {
+        use crate::elasticsearch::dialect::Dialect::*;
+        let set = DialectSet::of;
+        let agreed =
+            |headers: &[(&str, &str)], dialects| precheck_agreed(&parts(PATH, headers), "my-connector", true, dialects);
+        let v7 = "application/vnd.elasticsearch+json; compatible-with=7";
+        let seven = [("accept", v7), ("content-type", v7)];
+        assert!(matches!(agreed(&seven, set(&[Es8B17])), Some(Precheck::Check(_))));
+        assert!(matches!(agreed(&seven, set(&[Es9C21])), Some(Precheck::Respond(_))));
+        assert!(agreed(&seven, set(&[Es8B17, Es9C21])).is_none());
+        // compatible-with=8 is in both windows; no version at all asks neither.
+        let v8 = "application/vnd.elasticsearch+json; compatible-with=8";
+        assert!(matches!(
+            agreed(&[("accept", v8), ("content-type", v8)], DialectSet::ALL),
+            Some(Precheck::Check(_))
+        ));
+        assert!(matches!(agreed(&[JSON], DialectSet::ALL), Some(Precheck::Check(_))));
+        // 10 is refused by both, in words that name each window.
+        let v10 = "application/vnd.elasticsearch+json; compatible-with=10";
+        assert!(agreed(&[("accept", v10), ("content-type", v10)], DialectSet::ALL).is_none());
     }
 
     fn answer(p: Precheck) -> (StatusCode, Vec<(String, String)>, String) {
