@@ -80,12 +80,23 @@ impl Admin {
 
     fn metrics_page(&self) -> Response<Body> {
         let current = self.current.load();
-        let nodes: Vec<NodeState<'_>> = current
-            .stack
-            .upstream()
+        let upstream = current.stack.upstream();
+        let labels: Vec<(String, String)> = (0..upstream.nodes().len())
+            .map(|index| {
+                let learned = upstream.nodes().learned(index);
+                (learned.version_label().to_owned(), learned.dialect_label())
+            })
+            .collect();
+        let nodes: Vec<NodeState<'_>> = upstream
             .nodes()
             .states()
-            .map(|(node, up)| NodeState { node, up })
+            .zip(&labels)
+            .map(|((node, up), (version, dialect))| NodeState {
+                node,
+                up,
+                version,
+                dialect,
+            })
             .collect();
         let text = self.metrics.render(&nodes, self.is_ready());
         let mut response = Response::new(Body::full(Bytes::from(text)));

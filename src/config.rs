@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::parser::ValueSource;
 
+use crate::elasticsearch::{Dialect, DialectSet, Knowledge, Version};
 use crate::tls::{ClientSettings, ClientTls, ServerTls};
 use clap::{ArgMatches, CommandFactory, Parser};
 
@@ -66,6 +67,9 @@ pub struct Cli {
     /// Serve the built-in development upstream instead of real nodes [upstream.dev].
     #[arg(long, env = "ESGATE_DEV", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     dev: Option<String>,
+    /// The Elasticsearch version the development upstream reports in GET / [upstream.dev_version].
+    #[arg(long, env = "ESGATE_DEV_VERSION", value_name = "VERSION")]
+    dev_version: Option<String>,
     /// Time to open a TCP connection to a node [upstream.connect_timeout].
     #[arg(long, env = "ESGATE_CONNECT_TIMEOUT", value_name = "DURATION")]
     connect_timeout: Option<String>,
@@ -102,6 +106,23 @@ pub struct Cli {
     /// How often the admin listener's readiness probes each node [upstream.health_check_interval].
     #[arg(long, env = "ESGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
     health_check_interval: Option<String>,
+    /// How often each node's Elasticsearch version is asked again; 0: at start-up and when a node comes back only [upstream.version_check_interval].
+    #[arg(long, env = "ESGATE_VERSION_CHECK_INTERVAL", value_name = "DURATION")]
+    version_check_interval: Option<String>,
+    /// User name of esgate's own requests to the nodes (version and health probes), with the password [upstream.username].
+    #[arg(long, env = "ESGATE_UPSTREAM_USERNAME", value_name = "NAME")]
+    upstream_username: Option<String>,
+    /// Password of esgate's own requests to the nodes [upstream.password].
+    #[arg(
+        long,
+        env = "ESGATE_UPSTREAM_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    upstream_password: Option<String>,
+    /// API key (base64 `id:key`) of esgate's own requests to the nodes, instead of a user [upstream.api_key].
+    #[arg(long, env = "ESGATE_UPSTREAM_API_KEY", value_name = "KEY", hide_env_values = true)]
+    upstream_api_key: Option<String>,
     /// Keep the letter case of header names on the wire [upstream.preserve_header_case].
     #[arg(long, env = "ESGATE_PRESERVE_HEADER_CASE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     preserve_header_case: Option<String>,
@@ -117,6 +138,9 @@ pub struct Cli {
     /// Validate and audit Update-connector-error calls but forward every one [connector_error.report_only].
     #[arg(long, env = "ESGATE_REPORT_ONLY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     report_only: Option<String>,
+    /// The Elasticsearch version every node runs (or `serverless`); unset: learned from each node [connector_error.es_version].
+    #[arg(long, env = "ESGATE_ES_VERSION", value_name = "VERSION")]
+    es_version: Option<String>,
     /// Write audit events to stdout, one JSON line each [audit.stdout].
     #[arg(long, env = "ESGATE_AUDIT_STDOUT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     audit_stdout: Option<String>,
@@ -209,6 +233,7 @@ settings! {
     RELOAD_INTERVAL = "server.reload_interval", "--reload-interval", "ESGATE_RELOAD_INTERVAL";
     NODES = "upstream.nodes", "--upstream", "ESGATE_UPSTREAM";
     DEV = "upstream.dev", "--dev", "ESGATE_DEV";
+    DEV_VERSION = "upstream.dev_version", "--dev-version", "ESGATE_DEV_VERSION";
     CONNECT_TIMEOUT = "upstream.connect_timeout", "--connect-timeout", "ESGATE_CONNECT_TIMEOUT";
     RESPONSE_TIMEOUT = "upstream.response_timeout", "--response-timeout", "ESGATE_RESPONSE_TIMEOUT";
     POOL_IDLE_TIMEOUT = "upstream.pool_idle_timeout", "--pool-idle-timeout", "ESGATE_POOL_IDLE_TIMEOUT";
@@ -221,11 +246,16 @@ settings! {
     CLIENT_KEY = "upstream.client_key_file", "--upstream-client-key-file", "ESGATE_UPSTREAM_CLIENT_KEY_FILE";
     TLS_INSECURE = "upstream.tls_insecure", "--upstream-tls-insecure", "ESGATE_UPSTREAM_TLS_INSECURE";
     HEALTH_CHECK_INTERVAL = "upstream.health_check_interval", "--health-check-interval", "ESGATE_HEALTH_CHECK_INTERVAL";
+    VERSION_CHECK_INTERVAL = "upstream.version_check_interval", "--version-check-interval", "ESGATE_VERSION_CHECK_INTERVAL";
+    UPSTREAM_USER = "upstream.username", "--upstream-username", "ESGATE_UPSTREAM_USERNAME";
+    UPSTREAM_PASSWORD = "upstream.password", "--upstream-password", "ESGATE_UPSTREAM_PASSWORD";
+    UPSTREAM_API_KEY = "upstream.api_key", "--upstream-api-key", "ESGATE_UPSTREAM_API_KEY";
     PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
     MAX_ERROR_BODY = "connector_error.max_body_size", "--max-error-body-size", "ESGATE_MAX_ERROR_BODY_SIZE";
     CHECK_AUTH = "connector_error.check_auth", "--check-auth", "ESGATE_CHECK_AUTH";
     AUTH_CACHE_TTL = "connector_error.auth_cache_ttl", "--auth-cache-ttl", "ESGATE_AUTH_CACHE_TTL";
     REPORT_ONLY = "connector_error.report_only", "--report-only", "ESGATE_REPORT_ONLY";
+    ES_VERSION = "connector_error.es_version", "--es-version", "ESGATE_ES_VERSION";
     AUDIT_STDOUT = "audit.stdout", "--audit-stdout", "ESGATE_AUDIT_STDOUT";
     AUDIT_FILE = "audit.file", "--audit-file", "ESGATE_AUDIT_FILE";
     AUDIT_ALL = "audit.all_requests", "--audit-all-requests", "ESGATE_AUDIT_ALL_REQUESTS";
@@ -289,6 +319,8 @@ pub struct UpstreamConfig {
     pub nodes: Vec<NodeUrl>,
     /// Serve the built-in development upstream on loopback and use it as the only node.
     pub dev: bool,
+    /// The version the development upstream reports in `GET /` (checked with [`Version::parse`]).
+    pub dev_version: String,
     /// TCP connect timeout per attempt.
     pub connect_timeout: Duration,
     /// Time a node has to start its response once the whole request is sent (`None`: no limit).
@@ -309,6 +341,12 @@ pub struct UpstreamConfig {
     pub preserve_header_case: bool,
     /// How often each node is probed for readiness (with an admin listener only).
     pub health_check_interval: Duration,
+    /// How often each node's version is asked again (`GET /`), to follow rolling upgrades; zero:
+    /// only at start-up and when a node comes back.
+    pub version_check_interval: Duration,
+    /// esgate's own credentials, for its own requests to the nodes (version and health probes);
+    /// clients' requests always carry their own.
+    pub credentials: Option<Credentials>,
     /// TLS to `https://` nodes (and an `https://` audit node): loaded when one is configured or a
     /// TLS setting is given.
     pub tls: Option<ClientTls>,
@@ -330,6 +368,44 @@ pub struct ConnectorErrorConfig {
     pub auth_cache_ttl: Duration,
     /// Check and audit, but forward every call: shows what esgate would refuse before it does.
     pub report_only: bool,
+    /// The version every node is taken to run; `None`: learned from each node.
+    pub es_version: Option<EsVersion>,
+}
+
+/// `connector_error.es_version`: one version pinned for every node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EsVersion {
+    /// A release, `major.minor.patch`.
+    Release(Version),
+    /// Elastic's serverless offering: the newest dialect.
+    Serverless,
+}
+
+impl EsVersion {
+    /// Parses `9.2.1` (as [`Version::parse`] does) or `serverless`.
+    pub fn parse(text: &str) -> Option<EsVersion> {
+        if text.trim().eq_ignore_ascii_case("serverless") {
+            return Some(EsVersion::Serverless);
+        }
+        Version::parse(text).map(EsVersion::Release)
+    }
+
+    /// The dialects a node of this version speaks.
+    pub fn knowledge(self) -> Knowledge {
+        match self {
+            EsVersion::Release(v) => Knowledge::for_version(v),
+            EsVersion::Serverless => Knowledge::Dialects(DialectSet::one(Dialect::NEWEST)),
+        }
+    }
+}
+
+impl fmt::Display for EsVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EsVersion::Release(v) => v.fmt(f),
+            EsVersion::Serverless => f.write_str("serverless"),
+        }
+    }
 }
 
 /// The audit trail: one JSON line per intercepted call (or per request, in access-log mode).
@@ -687,6 +763,16 @@ impl Config {
         let upstream = UpstreamConfig {
             nodes,
             dev: flag(&mut src, DEV, "dev")?,
+            dev_version: match src.get(DEV_VERSION, "dev_version") {
+                Some(v) => {
+                    let text = v.text(DEV_VERSION)?.trim();
+                    if Version::parse(text).is_none() {
+                        return Err(v.err(DEV_VERSION, "expected a version such as 9.5.0"));
+                    }
+                    text.to_owned()
+                }
+                None => crate::dev::DEFAULT_VERSION.to_owned(),
+            },
             connect_timeout: duration(&mut src, CONNECT_TIMEOUT, "connect_timeout", Duration::from_secs(5))?,
             response_timeout: (!response_timeout.is_zero()).then_some(response_timeout),
             pool_idle_timeout: duration(
@@ -716,6 +802,13 @@ impl Config {
                 "health_check_interval",
                 Duration::from_secs(5),
             )?,
+            version_check_interval: duration(
+                &mut src,
+                VERSION_CHECK_INTERVAL,
+                "version_check_interval",
+                Duration::from_secs(60),
+            )?,
+            credentials: upstream_credentials(&mut src)?,
             tls: None,
             tls_insecure: false,
         };
@@ -734,6 +827,13 @@ impl Config {
             check_auth: flag(&mut src, CHECK_AUTH, "check_auth")?,
             auth_cache_ttl: duration(&mut src, AUTH_CACHE_TTL, "auth_cache_ttl", Duration::from_secs(30))?,
             report_only: flag(&mut src, REPORT_ONLY, "report_only")?,
+            es_version: match src.get(ES_VERSION, "es_version") {
+                Some(v) => Some(
+                    EsVersion::parse(v.text(ES_VERSION)?)
+                        .ok_or_else(|| v.err(ES_VERSION, "expected a version such as 9.2.1, or serverless"))?,
+                ),
+                None => None,
+            },
         };
         let audit = audit(&mut src)?;
         let wants_tls = upstream.nodes.iter().any(|n| n.tls)
@@ -841,6 +941,63 @@ fn read_file(path: &Path) -> Result<(toml::Table, String), ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::new("--config", format!("file {name}"), e.message().to_owned()))?;
     Ok((table, text))
+}
+
+/// `upstream.username` and `upstream.password`, or `upstream.api_key`.
+fn upstream_credentials(src: &mut Sources) -> Result<Option<Credentials>, ConfigError> {
+    let username = src.get(UPSTREAM_USER, "upstream_username");
+    let password = src.get(UPSTREAM_PASSWORD, "upstream_password");
+    let api_key = src.get(UPSTREAM_API_KEY, "upstream_api_key");
+    let (credentials, key) = match (api_key, username, password) {
+        (None, None, None) => return Ok(None),
+        (Some(key), None, None) => (
+            Credentials::ApiKey(Secret(non_empty(&key, UPSTREAM_API_KEY)?.to_owned())),
+            UPSTREAM_API_KEY,
+        ),
+        (None, Some(user), Some(password)) => {
+            let username = non_empty(&user, UPSTREAM_USER)?;
+            if username.contains(':') {
+                return Err(user.err(UPSTREAM_USER, "a user name cannot contain `:`"));
+            }
+            (
+                Credentials::Basic {
+                    username: username.to_owned(),
+                    password: Secret(password.text(UPSTREAM_PASSWORD)?.to_owned()),
+                },
+                UPSTREAM_PASSWORD,
+            )
+        }
+        (Some(_), _, _) => {
+            return Err(ConfigError::new(
+                UPSTREAM_API_KEY.key,
+                "checked against upstream.username",
+                "give either an API key or a username and password, not both",
+            ))
+        }
+        (None, Some(_), None) => {
+            return Err(ConfigError::new(
+                UPSTREAM_PASSWORD.key,
+                "checked",
+                "a username needs a password",
+            ))
+        }
+        (None, None, Some(_)) => {
+            return Err(ConfigError::new(
+                UPSTREAM_USER.key,
+                "checked",
+                "a password needs a username",
+            ))
+        }
+    };
+    // Never echo the value: it is a secret.
+    if credentials.header().is_none() {
+        return Err(ConfigError::new(
+            key.key,
+            "checked",
+            "not usable in an HTTP header (control characters?)",
+        ));
+    }
+    Ok(Some(credentials))
 }
 
 /// The `[audit]` table.
@@ -1284,6 +1441,72 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn version_settings() {
+        let c = load(&[]).expect("defaults are valid");
+        assert_eq!(c.connector_error.es_version, None);
+        assert_eq!(c.upstream.version_check_interval, Duration::from_secs(60));
+        assert_eq!(c.upstream.dev_version, "9.5.0");
+        assert!(c.upstream.credentials.is_none());
+        let c = load(&[
+            "--es-version=8.18.0",
+            "--version-check-interval=0",
+            "--dev-version=8.19.2",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.connector_error.es_version,
+            Some(EsVersion::Release(Version::new(8, 18, 0)))
+        );
+        assert_eq!(c.upstream.version_check_interval, Duration::ZERO);
+        assert_eq!(c.upstream.dev_version, "8.19.2");
+        let c = load(&["--es-version=serverless"]).expect("valid");
+        assert_eq!(c.connector_error.es_version, Some(EsVersion::Serverless));
+        assert_eq!(
+            EsVersion::Serverless.knowledge(),
+            Knowledge::Dialects(DialectSet::one(Dialect::NEWEST))
+        );
+        assert_eq!(invalid(&["--es-version=nine"]).key(), "connector_error.es_version");
+        assert_eq!(invalid(&["--dev-version=9"]).key(), "upstream.dev_version");
+        assert_eq!(
+            invalid(&["--version-check-interval=often"]).key(),
+            "upstream.version_check_interval"
+        );
+    }
+
+    #[test]
+    fn upstream_credentials_are_checked_and_never_shown() {
+        let c = load(&["--upstream-username=esgate", "--upstream-password=s3cr3t-pw"]).expect("valid");
+        let header = c
+            .upstream
+            .credentials
+            .as_ref()
+            .and_then(Credentials::header)
+            .expect("header");
+        assert!(header.is_sensitive());
+        assert_eq!(header.to_str().ok(), Some("Basic ZXNnYXRlOnMzY3IzdC1wdw=="));
+        assert!(!format!("{c:?}{c:#?}").contains("s3cr3t-pw"));
+        let c = load(&["--upstream-api-key=a2V5LWlkOmtleS1zZWNyZXQ="]).expect("valid");
+        assert!(!format!("{c:?}").contains("a2V5LWlkOmtleS1zZWNyZXQ="));
+        assert_eq!(
+            c.upstream
+                .credentials
+                .as_ref()
+                .and_then(Credentials::header)
+                .expect("header")
+                .to_str()
+                .ok(),
+            Some("ApiKey a2V5LWlkOmtleS1zZWNyZXQ=")
+        );
+        let both = invalid(&["--upstream-api-key=k", "--upstream-username=u", "--upstream-password=p"]);
+        assert_eq!(both.key(), "upstream.api_key");
+        assert_eq!(invalid(&["--upstream-username=u"]).key(), "upstream.password");
+        assert_eq!(invalid(&["--upstream-password=p"]).key(), "upstream.username");
+        assert_eq!(invalid(&["--upstream-api-key="]).key(), "upstream.api_key");
+        let bad = invalid(&["--upstream-api-key=line\nbreak-secret\r"]);
+        assert_eq!(bad.key(), "upstream.api_key");
     }
 
     #[test]

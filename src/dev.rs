@@ -7,7 +7,7 @@
 //!
 //! | route | answer |
 //! |---|---|
-//! | `GET /`, `HEAD /` | cluster info |
+//! | `GET /`, `HEAD /` | cluster info, reporting `upstream.dev_version` (default [`DEFAULT_VERSION`]) |
 //! | `GET /_connector` | `{"count":N,"results":[…]}` |
 //! | `PUT /_connector/<id>` | create or update; `{"result":"created"|"updated","id":…}` |
 //! | `GET /_connector/<id>`, `DELETE /_connector/<id>` | the connector; `{"acknowledged":true}` |
@@ -35,16 +35,35 @@ use crate::es_error::{error_body, json_response};
 pub const X_ELASTIC_PRODUCT: &str = "x-elastic-product";
 const MAX_BODY: usize = 1024 * 1024;
 
+/// The version the development upstream reports unless told otherwise: the newest modelled.
+pub const DEFAULT_VERSION: &str = "9.5.0";
+
 /// In-memory connectors, shared by all connections to the development upstream.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct DevUpstream {
     connectors: Arc<Mutex<BTreeMap<String, Map<String, Value>>>>,
+    /// `GET /`'s answer.
+    info: Arc<str>,
+}
+
+impl Default for DevUpstream {
+    fn default() -> Self {
+        Self::with_version(DEFAULT_VERSION)
+    }
 }
 
 impl DevUpstream {
-    /// An empty development upstream.
+    /// An empty development upstream that reports [`DEFAULT_VERSION`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty development upstream whose `GET /` reports `version` (`9.2.1`).
+    pub fn with_version(version: &str) -> Self {
+        DevUpstream {
+            connectors: Arc::default(),
+            info: Arc::from(cluster_info(version).to_string()),
+        }
     }
 
     /// Answers one request.
@@ -73,7 +92,7 @@ impl DevUpstream {
         };
         let method = &parts.method;
         let response = match (method, segments.as_slice()) {
-            (&Method::GET | &Method::HEAD, []) => ok(cluster_info()),
+            (&Method::GET | &Method::HEAD, []) => json_response(StatusCode::OK, Bytes::from(self.info.to_string())),
             (&Method::GET, ["_connector"]) => self.list(),
             (_, ["_connector", id]) => {
                 let id = percent_decode(id);
@@ -188,18 +207,25 @@ fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Box<Response<Body>>>
     }
 }
 
-fn cluster_info() -> Value {
+/// `GET /` as Elasticsearch answers it, for a node of `version`.
+fn cluster_info(version: &str) -> Value {
+    let major = crate::elasticsearch::Version::parse(version).map_or(9, |v| v.major);
+    // What releases of that major report (the Lucene line, the oldest wire and index versions).
+    let (lucene, wire, index) = match major {
+        0..=8 => ("9.12.0", "7.17.0", "7.0.0"),
+        _ => ("10.3.1", "8.19.0", "8.0.0"),
+    };
     json!({
         "name": "esgate-dev",
         "cluster_name": "esgate-dev",
         "cluster_uuid": "ZXNnYXRlLWRldi0wMDAx",
         "version": {
-            "number": "9.2.0",
+            "number": version,
             "build_flavor": "default",
             "build_type": "esgate-dev",
-            "lucene_version": "10.3.0",
-            "minimum_wire_compatibility_version": "8.19.0",
-            "minimum_index_compatibility_version": "8.0.0"
+            "lucene_version": lucene,
+            "minimum_wire_compatibility_version": wire,
+            "minimum_index_compatibility_version": index
         },
         "tagline": "You Know, for Search"
     })
@@ -277,7 +303,19 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{cluster_info, percent_decode};
+
+    #[test]
+    fn cluster_info_reports_the_version() {
+        let info = cluster_info("9.2.1");
+        assert_eq!(info["version"]["number"], "9.2.1");
+        assert_eq!(info["version"]["build_flavor"], "default");
+        assert_eq!(info["tagline"], "You Know, for Search");
+        assert_eq!(
+            cluster_info("8.18.0")["version"]["minimum_wire_compatibility_version"],
+            "7.17.0"
+        );
+    }
 
     #[test]
     fn decodes_escapes_and_keeps_bad_ones() {

@@ -141,6 +141,10 @@ pub struct NodeState<'a> {
     pub node: &'a str,
     /// Whether the node is up; rendered as 1 or 0.
     pub up: bool,
+    /// The Elasticsearch version learned of it (`9.2.1`, `serverless`, `9.x`), or `unknown`.
+    pub version: &'a str,
+    /// The dialects esgate takes it to speak, joined with `,`, or `unmodelled`.
+    pub dialect: &'a str,
 }
 
 /// The `method` label values; the last one takes every method not listed before it.
@@ -502,6 +506,21 @@ impl Metrics {
         }
         header(
             out,
+            "esgate_upstream_node_info",
+            "gauge",
+            "The Elasticsearch version learned of each upstream node and the dialects esgate takes it to speak; always 1.",
+        )?;
+        for node in nodes {
+            out.push_str("esgate_upstream_node_info{node=\"");
+            escape_label_value(out, node.node);
+            out.push_str("\",version=\"");
+            escape_label_value(out, node.version);
+            out.push_str("\",dialect=\"");
+            escape_label_value(out, node.dialect);
+            out.push_str("\"} 1\n");
+        }
+        header(
+            out,
             "esgate_ready",
             "gauge",
             "Whether esgate accepts traffic (1) or is draining (0).",
@@ -656,6 +675,7 @@ mod tests {
             ("esgate_upstream_errors_total", "counter"),
             ("esgate_upstream_retries_total", "counter"),
             ("esgate_upstream_node_up", "gauge"),
+            ("esgate_upstream_node_info", "gauge"),
             ("esgate_ready", "gauge"),
             ("esgate_audit_events_total", "counter"),
             ("esgate_audit_events_dropped_total", "counter"),
@@ -776,10 +796,14 @@ mod tests {
             NodeState {
                 node: "http://es-1:9200",
                 up: true,
+                version: "9.2.1",
+                dialect: "9-c-2.17",
             },
             NodeState {
                 node: "evil\"} 1\nesgate_ready 0\\",
                 up: false,
+                version: "unknown",
+                dialect: "8-b-2.17,9-c-2.21",
             },
         ];
         let text = m.render(&nodes, true);
@@ -789,6 +813,16 @@ mod tests {
         );
         let evil = r#"esgate_upstream_node_up{node="evil\"} 1\nesgate_ready 0\\"}"#;
         assert_eq!(sample(&text, evil).as_deref(), Some("0"));
+        assert_eq!(
+            sample(
+                &text,
+                "esgate_upstream_node_info{node=\"http://es-1:9200\",version=\"9.2.1\",dialect=\"9-c-2.17\"}"
+            )
+            .as_deref(),
+            Some("1")
+        );
+        let evil_info = r#"esgate_upstream_node_info{node="evil\"} 1\nesgate_ready 0\\",version="unknown",dialect="8-b-2.17,9-c-2.21"}"#;
+        assert_eq!(sample(&text, evil_info).as_deref(), Some("1"));
         assert_eq!(
             sample(&text, r#"esgate_unchecked_total{reason="quote\"here"}"#).as_deref(),
             Some("1")

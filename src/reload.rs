@@ -77,6 +77,7 @@ pub fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("server.admin_listen", server.admin_listen);
     keep!("server.workers", server.workers);
     keep!("upstream.dev", upstream.dev);
+    keep!("upstream.dev_version", upstream.dev_version);
     keep!("audit", audit);
     keep!("log", log);
     // The development upstream's address was chosen at start-up.

@@ -115,19 +115,25 @@ impl Gateway {
         let readiness = Readiness::new();
         let (shutdown, _) = watch::channel(false);
         let (aux_shutdown, _) = watch::channel(false);
-        let aux = if admin.is_some() || dev.is_some() {
+        // Always: the version probes run on it, admin listener or not.
+        let aux = {
             let admin = admin.map(|listener| {
                 let state = Admin {
                     readiness: readiness.clone(),
                     current: current.clone(),
                     metrics: metrics.clone(),
                 };
-                (listener, state, generation.subscribe())
+                (listener, state)
             });
-            let rx = aux_shutdown.subscribe();
-            Some(spawn_thread("esgate-aux", move || run_aux(admin, dev, rx))?)
-        } else {
-            None
+            let dev = dev.map(|listener| (listener, config.upstream.dev_version.clone()));
+            let aux = Aux {
+                admin,
+                dev,
+                current: current.clone(),
+                generation: generation.subscribe(),
+                shutdown: aux_shutdown.subscribe(),
+            };
+            Some(spawn_thread("esgate-aux", move || run_aux(aux))?)
         };
 
         let workers = match config.server.workers {
@@ -151,6 +157,7 @@ impl Gateway {
             workers,
             audit = audit.is_some(),
             report_only = config.connector_error.report_only,
+            es_version = %config.connector_error.es_version.map_or_else(|| "learned".to_owned(), |v| v.to_string()),
             tls = config.server.tls.is_some(),
             "esgate started"
         );
@@ -209,7 +216,7 @@ impl Gateway {
         let old = self.current.load_full();
         let ignored = reload::keep_fixed(&old.config, &mut config);
         let stack = Stack::new(&config, self.metrics.clone(), self.auditor.clone());
-        stack.upstream().nodes().inherit(old.stack.upstream().nodes());
+        stack.upstream().inherit(old.stack.upstream());
         warn_insecure(&config);
         let http = http_builder(&config);
         self.current.store(Arc::new(Generation::new(config, stack, http)));
@@ -390,6 +397,19 @@ async fn probe_current(current: Current, mut generation: watch::Receiver<()>, sh
     }
 }
 
+/// Learns the versions of the current generation's nodes; starts over on the new ones after a
+/// reload (which keeps what was known of the nodes both generations have).
+async fn learn_current(current: Current, mut generation: watch::Receiver<()>, shutdown: watch::Receiver<bool>) {
+    loop {
+        let running = current.load_full();
+        let interval = running.config.upstream.version_check_interval;
+        tokio::select! {
+            () = running.stack.upstream().run_version_checks(interval, shutdown.clone()) => return,
+            changed = generation.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
 /// Serves `service` on every connection accepted from `listener` until `shutdown` changes.
 async fn serve_simple<F, Fut>(listener: StdListener, mut shutdown: watch::Receiver<bool>, handle: F)
 where
@@ -421,35 +441,54 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
-/// The helper thread: admin endpoints with the upstream health probes, and the development
-/// upstream.
-fn run_aux(
-    admin: Option<(StdListener, Admin, watch::Receiver<()>)>,
-    dev: Option<StdListener>,
+/// What the helper thread runs.
+struct Aux {
+    /// The admin listener and what its endpoints look at.
+    admin: Option<(StdListener, Admin)>,
+    /// The development upstream's listener and the version it reports.
+    dev: Option<(StdListener, String)>,
+    current: Current,
+    /// Told of each new generation.
+    generation: watch::Receiver<()>,
     shutdown: watch::Receiver<bool>,
-) {
+}
+
+/// The helper thread: the version probes, the admin endpoints with the upstream health probes,
+/// and the development upstream. Nothing here is on a client request's path.
+fn run_aux(aux: Aux) {
+    let Aux {
+        admin,
+        dev,
+        current,
+        generation,
+        shutdown,
+    } = aux;
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => return tracing::error!(error = %e, "cannot start the helper runtime"),
     };
     rt.block_on(async move {
-        let probes = admin.as_ref().map(|(_, state, generation)| {
-            let (current, generation, shutdown) = (state.current.clone(), generation.clone(), shutdown.clone());
-            tokio::spawn(probe_current(current, generation, shutdown))
-        });
-        let admin = admin.map(|(listener, state, _)| {
+        let versions = Some(tokio::spawn(learn_current(
+            current.clone(),
+            generation.clone(),
+            shutdown.clone(),
+        )));
+        let probes = admin
+            .as_ref()
+            .map(|_| tokio::spawn(probe_current(current.clone(), generation.clone(), shutdown.clone())));
+        let admin = admin.map(|(listener, state)| {
             tokio::spawn(serve_simple(listener, shutdown.clone(), move |req| {
                 state.clone().handle(req)
             }))
         });
-        let dev = dev.map(|l| {
-            let upstream = DevUpstream::new();
+        let dev = dev.map(|(l, version)| {
+            let upstream = DevUpstream::with_version(&version);
             tokio::spawn(serve_simple(l, shutdown.clone(), move |req| {
                 let upstream = upstream.clone();
                 async move { upstream.handle(req).await }
             }))
         });
-        for task in [admin, dev, probes].into_iter().flatten() {
+        for task in [admin, dev, probes, versions].into_iter().flatten() {
             let _ = task.await;
         }
     });

@@ -36,6 +36,9 @@ impl Stack {
             metrics.clone(),
             audit.is_some(),
         );
+        if let Some(version) = ce.es_version {
+            upstream.pin(version);
+        }
         let guard = GuardConfig {
             max_body_size: ce.max_body_size,
             auth: ce.check_auth.then(|| AuthCheck::new(ce.auth_cache_ttl)),

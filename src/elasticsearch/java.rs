@@ -37,13 +37,14 @@ pub fn java_trim(s: &[u8]) -> &[u8] {
     &s[start..end.max(start)]
 }
 
-/// `Byte.parseByte`: an optional sign and ASCII digits, in `-128..=127`.
-pub fn parse_java_byte(s: &str) -> Result<i8, ()> {
+/// `Byte.parseByte`: an optional sign and ASCII digits, in `-128..=127`; `None` where Java throws
+/// `NumberFormatException`.
+pub fn parse_java_byte(s: &str) -> Option<i8> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
+        return None;
     }
-    s.parse::<i8>().map_err(|_| ())
+    s.parse::<i8>().ok()
 }
 
 /// Java's `Character.isWhitespace`.

@@ -178,7 +178,9 @@ impl MediaType {
     /// `Err` when it is no byte: Elasticsearch lets the `NumberFormatException` escape, with an
     /// answer that is not known (§15.4).
     fn version(&self) -> Result<Option<i8>, ()> {
-        self.param("compatible-with").map(parse_java_byte).transpose()
+        self.param("compatible-with")
+            .map(|v| parse_java_byte(v).ok_or(()))
+            .transpose()
     }
 }
 

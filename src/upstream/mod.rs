@@ -16,12 +16,14 @@ mod body;
 mod health;
 pub mod nodes;
 mod pool;
+mod version;
 
 use crate::elasticsearch::SharedKnowledge;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -32,11 +34,11 @@ use hyper::client::conn::http1::Builder;
 use tokio::sync::oneshot;
 
 pub use self::body::UpstreamBody;
-use self::nodes::Nodes;
+use self::nodes::{Learned, Nodes};
 use self::pool::{ConnectError, Idle, Sender};
 use crate::audit::redact::redact_secrets;
 use crate::body::Body;
-use crate::config::{Config, UpstreamConfig};
+use crate::config::{Config, EsVersion, UpstreamConfig};
 use crate::es_error;
 use crate::hop::strip_hop_by_hop;
 use crate::metrics::{Metrics, UpstreamError};
@@ -80,6 +82,10 @@ struct Shared {
     tls: Option<ClientTls>,
     /// The dialects of all nodes together, for the connector-error layer.
     knowledge: SharedKnowledge,
+    /// `connector_error.es_version` is set: nothing is learned.
+    pinned: AtomicBool,
+    /// `Authorization` of esgate's own requests (version and health probes), marked sensitive.
+    credentials: Option<HeaderValue>,
 }
 
 /// The upstream of one gateway: its nodes and how to reach them. Cheap to clone.
@@ -118,7 +124,41 @@ impl Upstream {
                 annotate,
                 tls: cfg.tls.clone(),
                 knowledge: SharedKnowledge::default(),
+                pinned: AtomicBool::new(false),
+                credentials: cfg.credentials.as_ref().and_then(|c| c.header()),
             }),
+        }
+    }
+
+    /// Takes every node to run `version` (`connector_error.es_version`): the knowledge holds it
+    /// from now on and no version probe is made.
+    pub fn pin(&self, version: EsVersion) {
+        let shared = &*self.shared;
+        shared.pinned.store(true, std::sync::atomic::Ordering::Relaxed);
+        let label: Arc<str> = Arc::from(version.to_string());
+        for index in 0..shared.nodes.len() {
+            let learned = Learned {
+                knowledge: version.knowledge(),
+                version: Some(label.clone()),
+            };
+            shared.nodes.learn(index, learned, &shared.knowledge);
+        }
+        shared.knowledge.store(version.knowledge());
+    }
+
+    /// True when a version is pinned.
+    pub fn is_pinned(&self) -> bool {
+        self.shared.pinned.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Takes over what `old` (the upstream of the previous configuration) knows of the nodes both
+    /// have: whether they answer and, unless either pins a version, what they run.
+    pub fn inherit(&self, old: &Upstream) {
+        let nodes = &self.shared.nodes;
+        nodes.inherit(old.nodes());
+        if !self.is_pinned() && !old.is_pinned() {
+            nodes.inherit_versions(old.nodes());
+            nodes.publish(&self.shared.knowledge);
         }
     }
 

@@ -5,15 +5,53 @@
 //! doubles with each consecutive failure up to a maximum, and a success makes the node live again.
 //! When every node is dead, the one that comes back soonest is tried anyway, so a restarted
 //! cluster is found again without waiting.
+//!
+//! Each node also keeps what is known of its Elasticsearch version ([`Learned`], from the version
+//! probes of the `version` module); after every change the union over all nodes, dead ones
+//! included (a request may be retried to any of them), goes into the [`SharedKnowledge`] the
+//! connector-error layer reads.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use rustls::pki_types::ServerName;
+use tokio::sync::Notify;
 
 use crate::config::NodeUrl;
+use crate::elasticsearch::{Knowledge, SharedKnowledge};
+
+/// What is known of one node's Elasticsearch version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Learned {
+    /// The dialects it may speak.
+    pub knowledge: Knowledge,
+    /// The version as learned, for metrics and logs: `9.2.1`, `serverless`, `9.x` when only the
+    /// major is known; `None` when nothing is.
+    pub version: Option<Arc<str>>,
+}
+
+impl Learned {
+    /// Nothing known: every modelled dialect.
+    pub const UNKNOWN: Learned = Learned {
+        knowledge: Knowledge::UNKNOWN,
+        version: None,
+    };
+
+    /// The `version` label: the version text, or `unknown`.
+    pub fn version_label(&self) -> &str {
+        self.version.as_deref().unwrap_or("unknown")
+    }
+
+    /// The `dialect` label: the dialects joined with `,`, or `unmodelled`.
+    pub fn dialect_label(&self) -> String {
+        match self.knowledge {
+            Knowledge::Dialects(set) => set.to_string(),
+            Knowledge::Unmodelled(_) => "unmodelled".to_owned(),
+        }
+    }
+}
 
 /// One upstream node.
 #[derive(Debug)]
@@ -34,6 +72,13 @@ pub struct Node {
     /// The last probe or connection attempt got through (for readiness and metrics). False until
     /// the first one.
     answering: AtomicBool,
+    /// What is known of its version. Never read on the request path.
+    learned: Mutex<Learned>,
+    /// A version probe got an HTTP answer from it at least once.
+    version_reached: AtomicBool,
+    /// It came back (from dead, or answered for the first time with no version probe through):
+    /// its version is to be checked again.
+    recheck: AtomicBool,
 }
 
 /// The set of upstream nodes of one gateway.
@@ -43,6 +88,10 @@ pub struct Nodes {
     epoch: Instant,
     backoff: Duration,
     max_backoff: Duration,
+    /// Woken when a node comes back (see [`Node::recheck`]).
+    revived: Notify,
+    /// Serialises the updates of [`Learned`] and of the union, so the last store wins consistently.
+    learning: Mutex<()>,
 }
 
 static NEXT_NODE_ID: AtomicU64 = AtomicU64::new(1);
@@ -64,6 +113,9 @@ impl Nodes {
                     dead_until_ms: AtomicU64::new(0),
                     failures: AtomicU32::new(0),
                     answering: AtomicBool::new(false),
+                    learned: Mutex::new(Learned::UNKNOWN),
+                    version_reached: AtomicBool::new(false),
+                    recheck: AtomicBool::new(false),
                 }
             })
             .collect();
@@ -72,6 +124,8 @@ impl Nodes {
             epoch: Instant::now(),
             backoff,
             max_backoff,
+            revived: Notify::new(),
+            learning: Mutex::new(()),
         }
     }
 
@@ -136,12 +190,21 @@ impl Nodes {
     pub fn mark_alive(&self, index: usize) {
         let node = &self.nodes[index];
         // Read first so the common case (already live) writes no shared cache line.
+        let mut revived = false;
         if node.failures.load(Ordering::Relaxed) != 0 {
             node.failures.store(0, Ordering::Relaxed);
             node.dead_until_ms.store(0, Ordering::Relaxed);
+            revived = true;
         }
         if !node.answering.load(Ordering::Relaxed) {
             node.answering.store(true, Ordering::Relaxed);
+            // Answering for the first time: worth a version check only if none got through yet.
+            revived |= !node.version_reached.load(Ordering::Relaxed);
+        }
+        if revived {
+            // Rare (a transition), and only a flag and a wake-up: the version probe runs elsewhere.
+            node.recheck.store(true, Ordering::Relaxed);
+            self.revived.notify_one();
         }
     }
 
@@ -163,6 +226,68 @@ impl Nodes {
                     .store(previous.answering.load(Ordering::Relaxed), Ordering::Relaxed);
             }
         }
+    }
+
+    /// Takes over what `old` knows of the versions of the nodes both sets have (same `host:port`),
+    /// so that a reload does not forget them until the next version probe. The union is not
+    /// recomputed here: see [`Nodes::publish`].
+    pub fn inherit_versions(&self, old: &Nodes) {
+        for node in self.nodes.iter() {
+            if let Some(previous) = old.nodes.iter().find(|o| o.name == node.name) {
+                *lock(&node.learned) = lock(&previous.learned).clone();
+                node.version_reached
+                    .store(previous.version_reached.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// What is known of node `index`'s version.
+    pub fn learned(&self, index: usize) -> Learned {
+        lock(&self.nodes[index].learned).clone()
+    }
+
+    /// Records what a version probe (or a pin) says of node `index`, and stores the new union
+    /// over all nodes in `into`. Returns true when what is known of the node changed.
+    pub fn learn(&self, index: usize, learned: Learned, into: &SharedKnowledge) -> bool {
+        let _serial = lock(&self.learning);
+        let changed = {
+            let mut current = lock(&self.nodes[index].learned);
+            let changed = *current != learned;
+            *current = learned;
+            changed
+        };
+        into.store(self.union());
+        changed
+    }
+
+    /// Stores the union over all nodes in `into`.
+    pub fn publish(&self, into: &SharedKnowledge) {
+        let _serial = lock(&self.learning);
+        into.store(self.union());
+    }
+
+    /// What holds for a call that may go to any node: the union of every node's knowledge.
+    pub fn union(&self) -> Knowledge {
+        let mut known = self.nodes.iter().map(|n| lock(&n.learned).knowledge);
+        match known.next() {
+            None => Knowledge::UNKNOWN,
+            Some(first) => known.fold(first, Knowledge::union),
+        }
+    }
+
+    /// A version probe got an HTTP answer from node `index`.
+    pub(crate) fn version_reached(&self, index: usize) {
+        self.nodes[index].version_reached.store(true, Ordering::Relaxed);
+    }
+
+    /// Clears and returns node `index`'s "check its version again" flag.
+    pub(crate) fn take_recheck(&self, index: usize) -> bool {
+        self.nodes[index].recheck.swap(false, Ordering::Relaxed)
+    }
+
+    /// Resolves when a node came back since the last call (see [`Nodes::take_recheck`]).
+    pub(crate) async fn revived(&self) {
+        self.revived.notified().await;
     }
 
     /// Whether the node answered the last probe or connection attempt.
@@ -190,6 +315,10 @@ impl Nodes {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// `backoff * 2^(failures-1)`, at most `max`.
@@ -277,6 +406,70 @@ mod tests {
         assert!(new.is_answering(0));
         assert!(!new.is_answering(1));
         assert!(!new.is_answering(2));
+    }
+
+    #[test]
+    fn the_shared_knowledge_is_the_union_over_every_node() {
+        use crate::elasticsearch::{Dialect, DialectSet, Version};
+        let n = nodes(3);
+        let shared = SharedKnowledge::default();
+        let at = |v: &str| Learned {
+            knowledge: Knowledge::for_version(Version::parse(v).expect("version")),
+            version: Some(Arc::from(v)),
+        };
+        assert!(n.learn(0, at("9.2.1"), &shared));
+        // Two nodes are still unknown: every dialect.
+        assert_eq!(shared.load(), Knowledge::UNKNOWN);
+        n.learn(1, at("9.2.4"), &shared);
+        n.learn(2, at("9.5.0"), &shared);
+        assert_eq!(shared.load().to_string(), "9-c-2.17,9-c-2.21");
+        // Dead nodes count too: nothing here depends on health.
+        n.mark_dead(2);
+        n.publish(&shared);
+        assert_eq!(shared.load().to_string(), "9-c-2.17,9-c-2.21");
+        // A rolling upgrade moves the last 9.2 node: the union follows.
+        n.learn(0, at("9.5.0"), &shared);
+        n.learn(1, at("9.5.0"), &shared);
+        assert_eq!(shared.load(), Knowledge::Dialects(DialectSet::one(Dialect::Es9C21)));
+        assert!(!n.learn(1, at("9.5.0"), &shared), "the same again is no change");
+        // One unmodelled node makes the whole set unmodelled.
+        n.learn(2, at("8.15.0"), &shared);
+        assert!(matches!(shared.load(), Knowledge::Unmodelled(_)));
+        assert_eq!(n.learned(2).dialect_label(), "unmodelled");
+        assert_eq!(n.learned(2).version_label(), "8.15.0");
+    }
+
+    #[test]
+    fn a_reload_keeps_learned_versions() {
+        use crate::elasticsearch::Version;
+        let old = nodes(2);
+        let shared = SharedKnowledge::default();
+        let learned = Learned {
+            knowledge: Knowledge::for_version(Version::new(9, 2, 1)),
+            version: Some(Arc::from("9.2.1")),
+        };
+        old.learn(0, learned.clone(), &shared);
+        let new = nodes(1);
+        new.inherit_versions(&old);
+        assert_eq!(new.learned(0), learned);
+        let fresh = SharedKnowledge::default();
+        new.publish(&fresh);
+        assert_eq!(fresh.load().to_string(), "9-c-2.17");
+    }
+
+    #[test]
+    fn a_node_back_from_dead_asks_for_a_version_check() {
+        let n = nodes(1);
+        n.version_reached(0);
+        n.mark_alive(0);
+        assert!(!n.take_recheck(0), "first answer, version already probed");
+        n.mark_dead(0);
+        n.mark_alive(0);
+        assert!(n.take_recheck(0));
+        assert!(!n.take_recheck(0), "taken once");
+        let m = nodes(1);
+        m.mark_alive(0);
+        assert!(m.take_recheck(0), "answers, but no version probe got through yet");
     }
 
     #[test]
