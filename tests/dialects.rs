@@ -1,8 +1,10 @@
-//! esgate learns each node's Elasticsearch version by itself (`GET /`, or the compatibility check
-//! of a secured cluster), follows upgrades without a restart, and shows it on `/metrics`.
+//! esgate answers `PUT /_connector/<id>/_error` as the node's own Elasticsearch version would:
+//! it learns each node's version by itself (`GET /`, or the compatibility check), follows
+//! upgrades without a restart, shows what it learned on `/metrics`, and forwards what the
+//! candidate dialects do not all answer alike.
 //!
 //! Every test runs the real binary in front of a small loopback node written here, which answers
-//! `GET /` with the version it is told, as Elasticsearch does.
+//! `GET /` with the version it is told, as Elasticsearch does, and records every request.
 
 mod common;
 
@@ -508,4 +510,243 @@ fn learned_line(bin: &Binary) -> String {
         Some(line) => line.clone(),
         None => bin.wait_log(TEXT),
     }
+}
+
+// ----- answers per dialect
+
+const ROUTE: &str = "/_connector/c1/_error";
+
+/// Sends `PUT /_connector/c1/_error` with these headers (JSON by default) and body.
+async fn put_error(bin: &Binary, headers: &[(&str, &str)], body: &[u8]) -> Message {
+    let json = [("content-type", "application/json")];
+    let headers = if headers.is_empty() { &json[..] } else { headers };
+    let mut client = Client::connect(bin.addr).await;
+    client.exchange("PUT", &request("PUT", ROUTE, headers, body)).await
+}
+
+/// The bodies of the `PUT`s the node received.
+fn puts_seen(node: &Node) -> Vec<Vec<u8>> {
+    node.seen()
+        .into_iter()
+        .filter(|m| m.start_line.starts_with("PUT "))
+        .map(|m| m.body)
+        .collect()
+}
+
+/// Asserts that `answer` is esgate's own 400 and that its reason holds `text`.
+fn local_400(node: &Node, answer: &Message, text: &str) {
+    let body = String::from_utf8_lossy(&answer.body);
+    assert_eq!(answer.status(), 400, "{body}");
+    assert!(body.contains(text), "{text:?} not in {body}");
+    assert!(puts_seen(node).is_empty(), "the node received a call esgate answered");
+}
+
+/// Starts esgate in front of a node of `version` and waits until the version is learned.
+async fn learned(version: &str, args: &[&str]) -> (Node, Binary) {
+    let node = Node::start(version, None).await;
+    let upstream = node.upstream_flag();
+    let mut all = vec![upstream.as_str(), admin_flag()];
+    all.extend_from_slice(args);
+    let bin = Binary::start(&all, &[]);
+    wait_metrics(&bin, &info_line(&node, version, &of_version(version))).await;
+    (node, bin)
+}
+
+const VND7: &str = "application/vnd.elasticsearch+json; compatible-with=7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compatible_with_7_is_forwarded_to_an_8x_node_and_refused_for_a_9x_one() {
+    let seven = [("accept", VND7), ("content-type", VND7)];
+    let (node, bin) = learned("8.18.0", &[]).await;
+    let answer = put_error(&bin, &seven, br#"{"error":"disk full"}"#).await;
+    assert_eq!(answer.status(), 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(puts_seen(&node), [br#"{"error":"disk full"}"#.to_vec()]);
+
+    let (node, bin) = learned("9.2.1", &[]).await;
+    let answer = put_error(&bin, &seven, br#"{"error":"disk full"}"#).await;
+    local_400(
+        &node,
+        &answer,
+        "Accept version must be either version 9 or 8, but found 7",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_surrogate_is_forwarded_to_9_2_and_refused_by_9_5() {
+    let body = b"{\"error\":\"a\xED\xA0\x80b\"}";
+    let (node, bin) = learned("9.2.1", &[]).await;
+    let answer = put_error(&bin, &[], body).await;
+    assert_eq!(answer.status(), 200);
+    // Forwarded as Elasticsearch reads it: a lone surrogate, written as its escape.
+    assert_eq!(puts_seen(&node), [br#"{"error":"a\uD800b"}"#.to_vec()]);
+
+    let (node, bin) = learned("9.5.0", &[]).await;
+    let answer = put_error(&bin, &[], body).await;
+    local_400(
+        &node,
+        &answer,
+        "[1:15] Invalid UTF-8: Illegal surrogate character 0xd800",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jackson_and_wrapping_texts_are_the_nodes_own() {
+    // P13: jackson-core 2.17 locates an unrecognized token where reading stopped, 2.21 at its start.
+    let (node, bin) = learned("9.2.1", &[]).await;
+    local_400(
+        &node,
+        &put_error(&bin, &[], b"not json").await,
+        "[1:5] Unrecognized token 'not'",
+    );
+    // P17: before elastic/elasticsearch#123439 an end of input in nextFieldName keeps Jackson's text.
+    let open = br#"{"error":"x""#;
+    let answer = put_error(&bin, &[], open).await;
+    local_400(
+        &node,
+        &answer,
+        r#""type":"x_content_e_o_f_exception","reason":"[1:13] Unexpected end of file""#,
+    );
+
+    let (node, bin) = learned("9.5.0", &[]).await;
+    local_400(
+        &node,
+        &put_error(&bin, &[], b"not json").await,
+        "[1:1] Unrecognized token 'not'",
+    );
+
+    let (node, bin) = learned("8.18.0", &[]).await;
+    let answer = put_error(&bin, &[], open).await;
+    local_400(
+        &node,
+        &answer,
+        r#""type":"x_content_parse_exception","reason":"[1:13] Unexpected end-of-input: expected close marker for Object"#,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_only_the_major_known_what_depends_on_the_version_is_forwarded() {
+    let basic = format!("Basic {}", base64_encode(b"esgate_probe:pw"));
+    let node = Node::start("9.2.1", Some(&basic)).await.without_monitor();
+    let bin = Binary::start(
+        &[
+            &node.upstream_flag(),
+            admin_flag(),
+            "--upstream-username=esgate_probe",
+            "--audit-stdout",
+        ],
+        &[("ESGATE_UPSTREAM_PASSWORD", "pw")],
+    );
+    wait_metrics(&bin, &info_line(&node, "9.x", &dialect(Knowledge::for_major(9)))).await;
+    let auth = [("content-type", "application/json"), ("authorization", basic.as_str())];
+
+    // P13 differs between 9.x releases: the node answers it.
+    let answer = put_error(&bin, &auth, b"not json").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(puts_seen(&node), [b"not json".to_vec()]);
+    let line = bin.next_stdout();
+    assert!(line.contains(r#""verdict":"unchecked""#), "{line}");
+    assert!(
+        line.contains("the answer depends on the Elasticsearch version"),
+        "{line}"
+    );
+
+    // Every 9.x answers these alike: esgate does.
+    for (body, text) in [
+        (
+            &br#"{"error":1}"#[..],
+            "error doesn't support values of type: VALUE_NUMBER",
+        ),
+        (b"{}", "Required [error]"),
+    ] {
+        let answer = put_error(&bin, &auth, body).await;
+        assert_eq!(answer.status(), 400, "{}", String::from_utf8_lossy(&answer.body));
+        assert!(String::from_utf8_lossy(&answer.body).contains(text));
+        let line = bin.next_stdout();
+        assert!(line.contains(r#""verdict":"rejected""#), "{line}");
+        assert!(
+            line.contains(&format!(r#""es_dialect":"{}""#, dialect(Knowledge::for_major(9)))),
+            "{line}"
+        );
+    }
+    let seven = [
+        ("accept", VND7),
+        ("content-type", VND7),
+        ("authorization", basic.as_str()),
+    ];
+    let answer = put_error(&bin, &seven, br#"{"error":"x"}"#).await;
+    assert_eq!(answer.status(), 400);
+    assert_eq!(
+        puts_seen(&node).len(),
+        1,
+        "only the version-dependent call reached the node"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_known_only_what_every_dialect_answers_alike_is_answered() {
+    let node = Node::start("9.2.1", Some("Basic c29tZW9uZTplbHNl")).await;
+    let bin = Binary::start(&[&node.upstream_flag(), admin_flag()], &[]);
+    let deadline = Instant::now() + LIMIT;
+    while !node
+        .seen()
+        .iter()
+        .any(|m| m.header("accept").is_some_and(|a| a.contains("compatible-with=99")))
+    {
+        assert!(Instant::now() < deadline, "no version probe within {LIMIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let answer = put_error(&bin, &[], br#"{"error":1}"#).await;
+    assert_eq!(answer.status(), 400);
+    // An 8.x node accepts compatible-with=7, a 9.x one refuses it: the node decides.
+    let seven = [("accept", VND7), ("content-type", VND7)];
+    let answer = put_error(&bin, &seven, br#"{"error":"x"}"#).await;
+    assert_eq!(answer.status(), 401, "the node's own answer");
+    assert_eq!(puts_seen(&node).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_changes_the_answers_without_a_restart() {
+    let (node, bin) = learned("9.4.2", &["--version-check-interval=200ms"]).await;
+    local_400(
+        &node,
+        &put_error(&bin, &[], b"not json").await,
+        "[1:5] Unrecognized token 'not'",
+    );
+    node.set_version("9.5.0");
+    wait_metrics(&bin, &info_line(&node, "9.5.0", &of_version("9.5.0"))).await;
+    local_400(
+        &node,
+        &put_error(&bin, &[], b"not json").await,
+        "[1:1] Unrecognized token 'not'",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_version_wins_over_what_the_node_says() {
+    let node = Node::start("9.5.0", None).await;
+    let bin = Binary::start(&[&node.upstream_flag(), "--es-version=9.2.0"], &[]);
+    local_400(
+        &node,
+        &put_error(&bin, &[], b"not json").await,
+        "[1:5] Unrecognized token 'not'",
+    );
+    let answer = put_error(&bin, &[], b"{\"error\":\"a\xED\xA0\x80b\"}").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(puts_seen(&node).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_front_of_an_unmodelled_version_nothing_is_checked() {
+    let node = Node::start("8.15.3", None).await;
+    let bin = Binary::start(&[&node.upstream_flag(), admin_flag(), "--audit-stdout"], &[]);
+    wait_metrics(&bin, &info_line(&node, "8.15.3", "unmodelled")).await;
+    let answer = put_error(&bin, &[], br#"{"error":1}"#).await;
+    assert_eq!(answer.status(), 200, "the node's own answer");
+    assert_eq!(puts_seen(&node), [br#"{"error":1}"#.to_vec()]);
+    let line = bin.next_stdout();
+    assert!(line.contains(r#""verdict":"unchecked""#), "{line}");
+    assert!(
+        line.contains("Elasticsearch 8.15.3"),
+        "the reason names the version: {line}"
+    );
 }
