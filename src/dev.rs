@@ -200,11 +200,49 @@ fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Box<Response<Body>>>
     if body.is_empty() {
         return Err(bad("parse_exception", "request body is required"));
     }
-    match serde_json::from_slice::<Value>(body) {
+    // Elasticsearch keeps a lone surrogate (`\uD800`); `serde_json` refuses one, so the
+    // development upstream stores U+FFFD in its place.
+    let parsed = serde_json::from_slice::<Value>(body)
+        .or_else(|e| serde_json::from_slice::<Value>(&replace_lone_surrogates(body)).map_err(|_| e));
+    match parsed {
         Ok(Value::Object(fields)) => Ok(fields),
         Ok(_) => Err(bad("x_content_parse_exception", "expected an object")),
         Err(e) => Err(bad("x_content_parse_exception", &e.to_string())),
     }
+}
+
+/// `body` with every `\uXXXX` escape of a surrogate that is not half of a pair replaced by
+/// `\uFFFD`.
+fn replace_lone_surrogates(body: &[u8]) -> Vec<u8> {
+    let unit = |at: usize| -> Option<u16> {
+        let hex = body.get(at..at + 6)?.strip_prefix(b"\\u")?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        match unit(i) {
+            Some(0xD800..=0xDBFF) if unit(i + 6).is_some_and(|low| (0xDC00..=0xDFFF).contains(&low)) => {
+                out.extend_from_slice(&body[i..i + 12]);
+                i += 12;
+            }
+            Some(0xD800..=0xDFFF) => {
+                out.extend_from_slice(b"\\uFFFD");
+                i += 6;
+            }
+            _ if body[i] == b'\\' => {
+                // Any other escape, `\\` included, is copied whole so its second byte is not
+                // taken for the start of another.
+                out.extend_from_slice(&body[i..(i + 2).min(body.len())]);
+                i += 2;
+            }
+            _ => {
+                out.push(body[i]);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 /// `GET /` as Elasticsearch answers it, for a node of `version`.
@@ -303,7 +341,15 @@ fn percent_decode(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{cluster_info, percent_decode};
+    use super::{cluster_info, parse_object, percent_decode};
+    use bytes::Bytes;
+
+    #[test]
+    fn lone_surrogates_are_stored_as_replacement_characters() {
+        let body = br#"{"error":"a\uDCB2b \uD83D\uDE00 \\uD800 \uD800"}"#;
+        let fields = parse_object(&Bytes::from_static(body)).expect("parsed");
+        assert_eq!(fields["error"], "a\u{FFFD}b \u{1F600} \\uD800 \u{FFFD}");
+    }
 
     #[test]
     fn cluster_info_reports_the_version() {

@@ -39,8 +39,8 @@ class Esgate:
         return Elasticsearch(self.url, request_timeout=10, max_retries=0, **options)
 
 
-@pytest.fixture(scope="session")
-def esgate():
+def run_esgate(*extra):
+    """Starts the binary in front of its development upstream; yields an `Esgate`, then stops it."""
     binary = Path(os.environ.get("ESGATE_BIN") or REPO / "target" / "debug" / "esgate")
     if not binary.is_file():
         pytest.fail(f"no esgate binary at {binary}: run `cargo build` (or `cargo test`) first, or set ESGATE_BIN")
@@ -57,6 +57,7 @@ def esgate():
             "text",
             "--log-level",
             "info",
+            *extra,
         ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
@@ -107,6 +108,20 @@ def esgate():
             pytest.fail(f"esgate did not exit within {STOP_TIMEOUT_S}s of SIGTERM; stderr:\n" + "\n".join(log))
         if code != 0:
             pytest.fail(f"esgate exited with {code} after SIGTERM; stderr:\n" + "\n".join(log))
+
+
+
+
+@pytest.fixture(scope="session")
+def esgate():
+    """esgate --dev: its development upstream reports the newest modelled version (9.5)."""
+    yield from run_esgate()
+
+
+@pytest.fixture(scope="session")
+def esgate_92():
+    """esgate --dev in front of a development upstream that reports Elasticsearch 9.2.0."""
+    yield from run_esgate("--dev-version", "9.2.0")
 
 
 @pytest.fixture

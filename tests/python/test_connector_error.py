@@ -5,6 +5,8 @@ Elasticsearch's exact 400 from esgate itself, which the client must raise as `Ba
 (never `UnsupportedProductError`, its answer to a 2xx without `X-elastic-product`).
 """
 
+import uuid
+
 import pytest
 from elasticsearch import BadRequestError, NotFoundError, UnsupportedProductError
 
@@ -16,7 +18,7 @@ def parse_error_400(reason):
 
 
 # The client serialises compactly (`{"error":1}`), so the locations are those of the compact body.
-# Reasons as Elasticsearch 9.x writes them (../shared/oracle answers the same bodies the same way).
+# Reasons as Elasticsearch 9.x writes them (the project's oracle, tests/oracle, answers the same bodies the same way).
 INVALID_BODIES = [
     pytest.param(
         {"error": 1},
@@ -112,4 +114,34 @@ def test_compressed_invalid_body_gets_elasticsearchs_400(esgate, es, connector, 
         client.close()
     assert err.error == "x_content_parse_exception"
     assert err.body == parse_error_400(reason)
+    assert es.connector.get(connector_id=connector)["status"] == "created"
+
+
+# elasticsearch-py encodes text with `surrogatepass`: a lone surrogate (what `os.fsdecode` makes
+# of a file name that is not UTF-8) goes out as the raw bytes ED B2 80. Releases on jackson-core
+# 2.20 and older (9.2 here) accept such a body; 2.21+ (9.5, the default development upstream)
+# refuse it.
+SURROGATE_ERROR = "cannot read /data/caf\udcb2.csv"
+
+
+def test_surrogatepass_error_is_forwarded_to_9_2(esgate_92):
+    client = esgate_92.client()
+    try:
+        connector_id = f"py-{uuid.uuid4().hex[:12]}"
+        client.connector.put(connector_id=connector_id, index_name=f"search-{connector_id}", name="surrogates")
+        resp = client.connector.update_error(connector_id=connector_id, error=SURROGATE_ERROR)
+        assert resp["result"] == "updated"
+        doc = client.connector.get(connector_id=connector_id)
+    finally:
+        client.close()
+    assert doc["status"] == "error"
+    # The development upstream keeps the lone surrogate as U+FFFD (Elasticsearch keeps it as is).
+    assert doc["error"] == "cannot read /data/caf\ufffd.csv"
+
+
+def test_surrogatepass_error_is_refused_for_9_5(es, connector):
+    err = expect_bad_request(lambda: es.connector.update_error(connector_id=connector, error=SURROGATE_ERROR))
+    assert err.error == "x_content_parse_exception"
+    cause = err.body["error"]["caused_by"]["reason"]
+    assert cause.startswith("[1:35] Invalid UTF-8: Illegal surrogate character 0xdcb2"), cause
     assert es.connector.get(connector_id=connector)["status"] == "created"
