@@ -1,14 +1,20 @@
-//! esgate's body checker (`esgate::elasticsearch::check_body`) against the oracle in
-//! `../shared/oracle`: Elasticsearch's parse path for `PUT /_connector/<id>/_error` bodies, run on
-//! the real Jackson library.
+//! esgate's body check (`esgate::elasticsearch::check_body`) against the project's oracle,
+//! `tests/oracle/Oracle.java`: Elasticsearch's parse path for `PUT /_connector/<id>/_error`
+//! bodies on the real jackson-core library, run by `scripts/oracle` (see `tests/oracle/README.md`).
 //!
-//! * `fixture_cases_match_expected_answers`: every case of `cases.txt` against the same line of
-//!   `expected.txt`. No JVM, milliseconds.
-//! * `live_oracle_agrees_on_generated_bodies`: one oracle process (`oracle/run`) answers
-//!   `ESGATE_ORACLE_CASES` (default 10,000) bodies made by a deterministic generator from
-//!   `ESGATE_ORACLE_SEED` (default [`DEFAULT_SEED`]; decimal or `0x` hex): the cases of `cases.txt`
-//!   and handcrafted seeds, as they are and mutated. If the oracle cannot be started the test fails,
-//!   unless `ESGATE_SKIP_ORACLE=1` is set, which skips it (never set it in CI).
+//! The body check depends only on a dialect's wrapping and Jackson family, so the tests run once
+//! per *body dialect*: each (wrapping, Jackson) pair of `Dialect::ALL`, checked as the first dialect
+//! that has it, against the oracle on the matching jar (`b0-2.17.2`, `b-2.17.2`, `c-2.17.2`, `c-2.18.4`,
+//! `c-2.22.4`). For each there is a module of three tests:
+//!
+//! * `fixture`: every case of `tests/oracle/cases.txt` against the same line of
+//!   `tests/oracle/expected/<dialect>.txt`. No JVM, milliseconds.
+//! * `expected_file_is_current`: the live oracle answers `cases.txt` exactly as the committed
+//!   `expected/<dialect>.txt` says (`scripts/oracle --regenerate` rewrites them).
+//! * `live`: the cases, handcrafted seeds and bodies made from them by a deterministic generator,
+//!   `ESGATE_ORACLE_BODIES` in all (default [`DEFAULT_BODIES`]), seeded by `ESGATE_ORACLE_SEED`
+//!   (default [`DEFAULT_SEED`]; decimal or `0x` hex), through esgate and through one oracle process
+//!   that stays up for the whole test binary.
 //!
 //! An oracle answer and esgate's verdict agree when:
 //!
@@ -18,28 +24,34 @@
 //! | `OK <literal>` | `Accept { literal }` with the same bytes |
 //! | `UNMODELLED ...` | `Defer(_)` |
 //!
-//! A `Defer` where the oracle gave `OK` or `ERR` is a mismatch of its own category, allowed only
-//! for the reasons listed in [`ALLOWED_DEFERRALS`]. A panic of `check_body` is a mismatch too.
-//! On failure both tests print at most 20 mismatches (base64 body, oracle answer, esgate answer;
-//! deferrals after every other category), the counts per category, and write the mismatching bodies
-//! (up to 2,000 per category) to `oracle-mismatches-{fixture,live}.txt` under `CARGO_TARGET_TMPDIR`
-//! in the oracle's input format, to replay them: `../shared/oracle/run < <file>`.
+//! A `Defer` where the oracle gave `OK` or `ERR` is a mismatch, unless its reason is listed in
+//! [`ALLOWED_DEFERRALS`]. A panic of `check_body` is a mismatch too. A failing test prints the
+//! mismatches grouped by kind (oracle answer shape against esgate's), the first 20 in full (body
+//! escaped and in base64, both answers, where they first differ), and writes every mismatching body
+//! to `target/oracle-mismatches-<dialect>.txt` (`-fixture.txt` for the fixture test) in the
+//! oracle's input format: `scripts/oracle --jackson <version> --wrapping <b|c> < that-file`.
 //!
-//! The live test also prints a coverage line (`--nocapture`): the oracle's answers by kind and the
-//! number of distinct error shapes, and fails if fewer than 5% of the bodies are `OK` or `ERR`.
+//! `ESGATE_ORACLE_CHECK_AS=<dialect name>` (e.g. `9-c-2.21`) makes esgate check every body as that
+//! dialect instead, against each oracle: it shows where one dialect's logic differs from the others.
+//!
+//! When the jar of a dialect is not available here (`scripts/oracle --jar-path` exits 3), its JVM
+//! tests print `SKIPPED dialect <name>: <reason>` to stderr and append that line to
+//! `target/skipped-dialects.txt` (which `scripts/test` reports); with `CI=true` they fail instead.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use esgate::elasticsearch::{check_body, BodyVerdict};
+use esgate::elasticsearch::dialect::{Jackson, Wrapping};
+use esgate::elasticsearch::{check_body, BodyVerdict, Dialect};
 
 // ===== the allow-list =====
 
@@ -54,14 +66,13 @@ struct AllowedDeferral {
     why: &'static str,
 }
 
-/// Deferrals allowed where the oracle decides. Empty: esgate must decide every body the oracle
-/// decides, or this list must say why not.
+/// Deferrals allowed where the oracle decides.
 const ALLOWED_DEFERRALS: &[AllowedDeferral] = &[
     AllowedDeferral {
         reason: "the body is UTF-16 or UTF-32, which Jackson reads with another parser",
         why: "Jackson reads these with its char-based parser (other locations and snippets); whether \
-              Elasticsearch hands such bodies to Jackson intact is unverified (es-connector-error.md \
-              §3.1), so Elasticsearch answers them itself",
+              Elasticsearch hands such bodies to Jackson intact is unverified (docs/connector-error.md, \
+              \"What esgate forwards unchecked, and why\"), so Elasticsearch answers them itself",
     },
     AllowedDeferral {
         reason: "a field name holds byte 0xFF, which Jackson may match to a name it saw earlier",
@@ -73,43 +84,183 @@ const ALLOWED_DEFERRALS: &[AllowedDeferral] = &[
 
 // ===== configuration =====
 
-/// The oracle's directory: `shared/oracle` beside the repository (also in CI, where the repository
-/// is cloned to `X/p` and `shared/` copied to `X/shared`).
-const ORACLE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/oracle");
+/// The oracle's directory: `Oracle.java`, `cases.txt`, `expected/`.
+const ORACLE_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oracle");
+/// The script that finds a JDK and the jars, compiles and runs the oracle.
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/oracle");
 /// Seed of the generator when `ESGATE_ORACLE_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x0e5_6a7e_c0de_5eed;
-/// Bodies generated when `ESGATE_ORACLE_CASES` is not set.
-const DEFAULT_CASES: usize = 10_000;
+/// Bodies per dialect when `ESGATE_ORACLE_BODIES` is not set.
+const DEFAULT_BODIES: u64 = 10_000;
 /// Mismatches printed in full in a failure message.
 const SHOWN: usize = 20;
-/// Mismatches written to the replay file, per category.
-const REPLAY_MAX: usize = 2_000;
-/// Time for the oracle's first answer: the first run may install a JDK and fetch jackson-core.
+/// Kinds of difference listed in a failure message.
+const KINDS_SHOWN: usize = 30;
+/// Time for an oracle's first answer (it may compile first).
 const START_LIMIT: Duration = Duration::from_secs(600);
 /// Time for every later answer.
 const ANSWER_LIMIT: Duration = Duration::from_secs(60);
 
-// ===== tests =====
+/// The build's target directory (`target/`, or `$CARGO_TARGET_DIR`): `CARGO_TARGET_TMPDIR` is
+/// its `tmp/`.
+fn target_dir() -> PathBuf {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    tmp.parent().unwrap_or(tmp).to_path_buf()
+}
+
+/// The dialect esgate checks bodies as: the body dialect's own, unless `ESGATE_ORACLE_CHECK_AS`
+/// names another (e.g. `9-c-2.21`), to see where that dialect's logic and this oracle differ.
+fn checked_as(d: BodyDialect) -> Dialect {
+    match std::env::var("ESGATE_ORACLE_CHECK_AS") {
+        Ok(name) if !name.trim().is_empty() => Dialect::from_name(name.trim())
+            .unwrap_or_else(|| panic!("ESGATE_ORACLE_CHECK_AS={name:?} is not a dialect name (e.g. 9-c-2.21)")),
+        _ => d.dialect,
+    }
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+// ===== body dialects =====
+
+/// One way of reading bodies: a (wrapping, Jackson) pair, checked as the first dialect of
+/// `Dialect::ALL` that has it.
+#[derive(Clone, Copy, Debug)]
+struct BodyDialect {
+    dialect: Dialect,
+}
+
+impl BodyDialect {
+    fn of(wrapping: Wrapping, jackson: Jackson) -> BodyDialect {
+        let dialect = Dialect::ALL
+            .into_iter()
+            .find(|d| d.wrapping() == wrapping && d.jackson() == jackson)
+            .unwrap_or_else(|| panic!("no dialect of Dialect::ALL has wrapping {wrapping:?} and {jackson:?}"));
+        BodyDialect { dialect }
+    }
+
+    /// `scripts/oracle --wrapping` for it: the variant's name in lower case (`b0`, `b`, `c`).
+    fn wrapping_flag(self) -> String {
+        format!("{:?}", self.dialect.wrapping()).to_lowercase()
+    }
+
+    fn jar_version(self) -> &'static str {
+        self.dialect.jackson().oracle_jar_version()
+    }
+
+    /// `<wrapping>-<jar version>`, e.g. `c-2.22.4`: the name of its expected file.
+    fn name(self) -> String {
+        format!("{}-{}", self.wrapping_flag(), self.jar_version())
+    }
+
+    /// The dialects that read bodies this way, e.g. `8-b-2.17, 9-b-2.17`.
+    fn members(self) -> String {
+        let key = (self.dialect.wrapping(), self.dialect.jackson());
+        Dialect::ALL
+            .into_iter()
+            .filter(|d| (d.wrapping(), d.jackson()) == key)
+            .map(Dialect::name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    fn replay_command(self, file: &Path) -> String {
+        format!(
+            "scripts/oracle --jackson {} --wrapping {} < {}",
+            self.jar_version(),
+            self.wrapping_flag(),
+            file.display()
+        )
+    }
+}
+
+/// One module of tests per body dialect; `TESTED` lists them for `every_body_dialect_is_tested`.
+macro_rules! body_dialect_tests {
+    ($($module:ident: $wrapping:ident, $jackson:ident;)*) => {
+        $(
+            mod $module {
+                use super::*;
+
+                fn dialect() -> BodyDialect {
+                    BodyDialect::of(Wrapping::$wrapping, Jackson::$jackson)
+                }
+
+                #[test]
+                fn fixture() {
+                    fixture_test(dialect());
+                }
+
+                #[test]
+                fn expected_file_is_current() {
+                    expected_file_test(dialect());
+                }
+
+                #[test]
+                fn live() {
+                    live_test(dialect());
+                }
+            }
+        )*
+        const TESTED: &[(Wrapping, Jackson)] = &[$((Wrapping::$wrapping, Jackson::$jackson)),*];
+    };
+}
+
+body_dialect_tests! {
+    b0_2_17: B0, V2_17;
+    b_2_17: B, V2_17;
+    c_2_17: C, V2_17;
+    c_2_18: C, V2_18;
+    c_2_21: C, V2_21;
+}
 
 #[test]
-fn fixture_cases_match_expected_answers() {
+fn every_body_dialect_is_tested() {
+    let mut pairs: Vec<(Wrapping, Jackson)> = Vec::new();
+    for d in Dialect::ALL {
+        let key = (d.wrapping(), d.jackson());
+        if !pairs.contains(&key) {
+            pairs.push(key);
+        }
+    }
+    let untested: Vec<String> = pairs
+        .iter()
+        .filter(|p| !TESTED.contains(p))
+        .map(|p| format!("{p:?}"))
+        .collect();
+    assert!(
+        untested.is_empty(),
+        "body dialects without oracle tests: {} (add them to body_dialect_tests! in tests/oracle.rs, \
+         and their jar to scripts/oracle)",
+        untested.join(", ")
+    );
+}
+
+// ===== the three tests =====
+
+fn fixture_test(d: BodyDialect) {
+    let name = d.name();
     let cases = read_oracle_file("cases.txt");
-    let expected = read_oracle_file("expected.txt");
+    let expected = read_oracle_file(&format!("expected/{name}.txt"));
     let cases: Vec<&str> = cases.lines().collect();
     let expected: Vec<&str> = expected.lines().collect();
     assert_eq!(
         cases.len(),
         expected.len(),
-        "cases.txt and expected.txt must have the same number of lines"
+        "cases.txt and expected/{name}.txt differ in length: run scripts/oracle --regenerate"
     );
-    let mut report = Report::new("fixture test (cases.txt against expected.txt, no JVM)");
+    let mut report = Report::new(
+        d,
+        &format!("fixture test of {name} (cases.txt against expected/{name}.txt, no JVM)"),
+        &format!("oracle-mismatches-{name}-fixture.txt"),
+    );
     let mut label = String::new();
     for (i, (case, answer)) in cases.iter().zip(&expected).enumerate() {
         let line = i + 1;
         if case.starts_with('#') {
             assert_eq!(
                 case, answer,
-                "line {line}: comment lines of cases.txt and expected.txt differ"
+                "line {line}: the comment lines of cases.txt and expected/{name}.txt differ: run scripts/oracle --regenerate"
             );
             label = format!("cases.txt line {line}: {}", case.trim_start_matches('#').trim());
             continue;
@@ -117,62 +268,125 @@ fn fixture_cases_match_expected_answers() {
         let body = decode_case(case).unwrap_or_else(|e| panic!("cases.txt line {line}: {e}"));
         report.record(&label, &body, answer.as_bytes());
     }
-    assert!(
-        report.checked >= 79,
-        "only {} cases read from cases.txt",
-        report.checked
-    );
+    assert!(report.checked >= 79, "only {} cases in cases.txt", report.checked);
     report.finish(&format!(
-        "\nexpected.txt holds the answers of jackson-core 2.22.4 (see {ORACLE_DIR}/README.md, \"Versions\")."
+        "\nexpected/{name}.txt holds the oracle's answers for wrapping {} on jackson-core {} (dialects {}).",
+        d.wrapping_flag(),
+        d.jar_version(),
+        d.members()
     ));
 }
 
-#[test]
-fn live_oracle_agrees_on_generated_bodies() {
-    if std::env::var("ESGATE_SKIP_ORACLE").as_deref() == Ok("1") {
-        eprintln!("live oracle test skipped: ESGATE_SKIP_ORACLE=1");
+fn expected_file_test(d: BodyDialect) {
+    let name = d.name();
+    let cases = read_oracle_file("cases.txt");
+    let committed = read_oracle_file(&format!("expected/{name}.txt"));
+    let lines: Vec<String> = cases.lines().map(str::to_owned).collect();
+    let Some(live) = with_oracle(d, |oracle| oracle.ask(&lines)) else {
         return;
+    };
+    let live = live.unwrap_or_else(|e| panic!("oracle {name}: {e}"));
+    let committed: Vec<&str> = committed.lines().collect();
+    let mut differences = Vec::new();
+    let mut label = "";
+    for (i, case) in lines.iter().enumerate() {
+        if case.starts_with('#') {
+            label = case;
+        }
+        let want = committed.get(i).copied().unwrap_or("(no such line)");
+        let got = String::from_utf8_lossy(&live[i]);
+        if want != got {
+            differences.push(format!(
+                "line {}: {label}\n  committed: {}\n  live:      {}\n",
+                i + 1,
+                clip(want, 600),
+                clip(&got, 600)
+            ));
+        }
     }
-    let seed = env_number("ESGATE_ORACLE_SEED", DEFAULT_SEED);
-    let count = usize::try_from(env_number("ESGATE_ORACLE_CASES", DEFAULT_CASES as u64))
-        .expect("ESGATE_ORACLE_CASES fits in usize");
-    let replay = format!("seed {seed:#x}; replay with ESGATE_ORACLE_SEED={seed:#x} ESGATE_ORACLE_CASES={count}");
+    if committed.len() != lines.len() {
+        differences.push(format!(
+            "expected/{name}.txt has {} lines, cases.txt {}\n",
+            committed.len(),
+            lines.len()
+        ));
+    }
+    assert!(
+        differences.is_empty(),
+        "tests/oracle/expected/{name}.txt is not what the oracle answers now ({} differences; first {}):\n{}\n\
+         If Oracle.java or cases.txt changed on purpose: scripts/oracle --regenerate, and review the diff.",
+        differences.len(),
+        differences.len().min(SHOWN),
+        differences.iter().take(SHOWN).cloned().collect::<String>()
+    );
+}
 
+fn live_test(d: BodyDialect) {
+    let name = d.name();
+    let seed = env_number("ESGATE_ORACLE_SEED", DEFAULT_SEED);
+    let count = usize::try_from(env_number("ESGATE_ORACLE_BODIES", DEFAULT_BODIES))
+        .expect("ESGATE_ORACLE_BODIES fits in usize");
+    let replay = format!("seed {seed:#x}; rerun with ESGATE_ORACLE_SEED={seed:#x} ESGATE_ORACLE_BODIES={count}");
     let bodies = Generator::new(seed).bodies(count);
+    let lines: Vec<String> = bodies.iter().map(|(_, body)| BASE64.encode(body)).collect();
     let started = Instant::now();
-    let answers = ask_oracle(&bodies, &replay);
+    let Some(answers) = with_oracle(d, |oracle| oracle.ask(&lines)) else {
+        return;
+    };
+    let answers = answers.unwrap_or_else(|e| panic!("oracle {name}: {e}\n{replay}"));
     let oracle_time = started.elapsed();
 
-    let mut report = Report::new(&format!("live differential test ({replay})"));
+    let mut report = Report::new(
+        d,
+        &format!("live differential test of {name} ({replay})"),
+        &format!("oracle-mismatches-{name}.txt"),
+    );
     for ((label, body), answer) in bodies.iter().zip(&answers) {
         report.record(label, body, answer);
     }
-    let kinds = report.oracle_kinds.clone();
     eprintln!(
-        "live oracle: {} bodies answered in {:.1}s; {}",
+        "live oracle {name}: {} bodies answered in {:.1}s; {}",
         answers.len(),
         oracle_time.as_secs_f64(),
         report.coverage()
     );
-    // The generator must reach both sides of the checker, or the comparison proves little.
-    let share = |kind: &str| kinds.get(kind).copied().unwrap_or(0) * 100 / count.max(1);
-    let coverage = if count >= 1000 && (share("OK") < 5 || share("ERR") < 5) {
-        format!(
+    // The generator must reach both sides of the check, or the comparison proves little.
+    let share = |kind: &str| report.oracle_kinds.get(kind).copied().unwrap_or(0) * 100 / count.max(1);
+    if count >= 1000 && (share("OK") < 5 || share("ERR") < 5) {
+        report.generator_problem = format!(
             "\nGENERATOR PROBLEM: fewer than 5% of the bodies are OK or ERR: {}",
             report.coverage()
-        )
-    } else {
-        String::new()
-    };
-    report.generator_problem = coverage;
-    report.finish(&format!("\n{replay}"));
+        );
+    }
+    report.finish(&format!(
+        "\n{replay}\nThe oracle ran wrapping {} on jackson-core {} (dialects {}).",
+        d.wrapping_flag(),
+        d.jar_version(),
+        d.members()
+    ));
 }
 
 // ===== oracle files and answers =====
 
 fn read_oracle_file(name: &str) -> String {
     let path = format!("{ORACLE_DIR}/{name}");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"))
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {path}: {e} (scripts/oracle --regenerate writes the expected files)"))
+}
+
+/// The cases of `cases.txt`: (comment, body).
+fn read_cases() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut label = String::new();
+    for (i, line) in read_oracle_file("cases.txt").lines().enumerate() {
+        if let Some(comment) = line.strip_prefix('#') {
+            label = comment.trim().to_owned();
+        } else {
+            let body = decode_case(line).unwrap_or_else(|e| panic!("cases.txt line {}: {e}", i + 1));
+            out.push((label.clone(), body));
+        }
+    }
+    out
 }
 
 /// The body of one `cases.txt` line: base64, empty for the empty body.
@@ -219,104 +433,144 @@ fn parse_answer(line: &[u8]) -> Answer<'_> {
     }
 }
 
-// ===== the live oracle =====
+// ===== the live oracles: one process per dialect, shared by the tests of this binary =====
 
-/// Sends every body to one oracle process and returns its answer lines in order. Panics with a
-/// clear message if the oracle cannot be started or stops answering.
-fn ask_oracle(bodies: &[(String, Vec<u8>)], replay: &str) -> Vec<Vec<u8>> {
-    let run = format!("{ORACLE_DIR}/run");
-    let mut child = Command::new(&run)
+/// A dialect's oracle, started on first use.
+enum Slot {
+    Ready(OracleProcess),
+    /// The jar is not available here: the reason.
+    Unavailable(String),
+    /// It could not be started, or stopped answering: why.
+    Broken(String),
+}
+
+/// Runs `f` on the oracle of `d`, starting it on first use. `None` when the dialect is skipped
+/// (its jar is missing; this panics instead under `CI=true`).
+fn with_oracle<R>(
+    d: BodyDialect,
+    f: impl FnOnce(&mut OracleProcess) -> Result<R, String>,
+) -> Option<Result<R, String>> {
+    type Shared = Arc<Mutex<Option<Slot>>>;
+    static SLOTS: Mutex<Vec<(String, Shared)>> = Mutex::new(Vec::new());
+    let name = d.name();
+    let shared: Shared = {
+        let mut slots = SLOTS.lock().unwrap_or_else(PoisonError::into_inner);
+        match slots.iter().find(|(n, _)| *n == name) {
+            Some((_, s)) => s.clone(),
+            None => {
+                let s: Shared = Arc::default();
+                slots.push((name.clone(), s.clone()));
+                s
+            }
+        }
+    };
+    let mut slot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    if slot.is_none() {
+        let started = start_oracle(d);
+        if let Slot::Unavailable(reason) = &started {
+            record_skip(d, reason);
+        }
+        *slot = Some(started);
+    }
+    match slot.as_mut().expect("set above") {
+        Slot::Ready(oracle) => {
+            let result = f(oracle);
+            if let Err(e) = &result {
+                *slot = Some(Slot::Broken(e.clone()));
+            }
+            Some(result)
+        }
+        Slot::Unavailable(reason) => {
+            let line = skip_line(d, reason);
+            drop(slot);
+            if in_ci() {
+                panic!(
+                    "{line}\nCI=true: every dialect must be tested; make its jar available (tests/oracle/README.md)"
+                );
+            }
+            // Straight to the process's stderr: the test harness would hide `eprintln!` of a
+            // passing test.
+            let _ = writeln!(std::io::stderr(), "{line}");
+            None
+        }
+        Slot::Broken(why) => {
+            let why = why.clone();
+            drop(slot);
+            panic!("oracle {name} is not usable: {why}");
+        }
+    }
+}
+
+fn skip_line(d: BodyDialect, reason: &str) -> String {
+    format!("SKIPPED dialect {} ({}): {reason}", d.name(), d.members())
+}
+
+/// Appends the skip to `target/skipped-dialects.txt` (once per dialect and test binary).
+fn record_skip(d: BodyDialect, reason: &str) {
+    let path = target_dir().join("skipped-dialects.txt");
+    let line = skip_line(d, reason);
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{line}"));
+    if let Err(e) = written {
+        eprintln!("(could not append to {}: {e})", path.display());
+    }
+}
+
+/// Asks `scripts/oracle` for the dialect's jar, then starts the oracle on it.
+fn start_oracle(d: BodyDialect) -> Slot {
+    let version = d.jar_version();
+    let probe = match Command::new(SCRIPT).args(["--jar-path", version]).output() {
+        Ok(out) => out,
+        Err(e) => return Slot::Broken(format!("cannot run {SCRIPT}: {e}")),
+    };
+    let probe_err = String::from_utf8_lossy(&probe.stderr).into_owned();
+    match probe.status.code() {
+        Some(0) => {}
+        Some(3) => {
+            let reason = probe_err
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("jar not available")
+                .trim_start_matches("scripts/oracle: ")
+                .to_owned();
+            return Slot::Unavailable(reason);
+        }
+        _ => {
+            return Slot::Broken(format!(
+                "{SCRIPT} --jar-path {version} failed ({}):\n{probe_err}",
+                probe.status
+            ))
+        }
+    }
+    let mut child = match Command::new(SCRIPT)
+        .args(["--jackson", version, "--wrapping", &d.wrapping_flag()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "the oracle cannot be started: {run}: {e}\n\
-                 It needs ../shared/oracle beside the repository, bash, and a JDK (installed with apt-get \
-                 when missing). Set ESGATE_SKIP_ORACLE=1 to skip this test where that is impossible."
-            )
-        });
-    let guard = ChildGuard(&mut child);
-    let stdin = guard.0.stdin.take().expect("stdin is piped");
-    let stdout = guard.0.stdout.take().expect("stdout is piped");
-    let stderr = guard.0.stderr.take().expect("stderr is piped");
-
-    // The oracle's set-up messages, kept for failure messages and echoed to the test's output.
+    {
+        Ok(child) => child,
+        Err(e) => return Slot::Broken(format!("cannot start {SCRIPT}: {e}")),
+    };
+    let stdin = child.stdin.take();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
     let log = Arc::new(Mutex::new(String::new()));
     let log_writer = log.clone();
-    let log_reader = std::thread::spawn(move || {
+    let name = d.name();
+    std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("{line}");
-            if let Ok(mut log) = log_writer.lock() {
-                log.push_str(&line);
-                log.push('\n');
-            }
+            eprintln!("[oracle {name}] {line}");
+            let mut log = log_writer.lock().unwrap_or_else(PoisonError::into_inner);
+            log.push_str(&line);
+            log.push('\n');
         }
     });
-    let lines: Vec<String> = bodies.iter().map(|(_, body)| BASE64.encode(body)).collect();
-    std::thread::spawn(move || write_lines(stdin, &lines));
-    let answers = read_answers(stdout);
-
-    let mut out = Vec::with_capacity(bodies.len());
-    for i in 0..bodies.len() {
-        let limit = if i == 0 { START_LIMIT } else { ANSWER_LIMIT };
-        let failure = match answers.recv_timeout(limit) {
-            Ok(line) => {
-                out.push(line);
-                continue;
-            }
-            Err(RecvTimeoutError::Timeout) => format!("it gave no answer within {}s", limit.as_secs()),
-            Err(RecvTimeoutError::Disconnected) => format!("it stopped ({})", wait_briefly(guard.0)),
-        };
-        // Let the stderr reader catch up (bounded: a set-up child may still hold the pipe).
-        let _ = guard.0.kill();
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !log_reader.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let log = log.lock().map(|l| l.clone()).unwrap_or_default();
-        if i == 0 {
-            panic!(
-                "the oracle cannot be started: {failure} before its first answer.\n\
-                 command: {run}\n--- its stderr ---\n{log}---\n\
-                 Set ESGATE_SKIP_ORACLE=1 to skip this test where the oracle cannot run (never in CI)."
-            );
-        }
-        panic!(
-            "the oracle failed after {i} of {} answers: {failure} at body #{i} ({}, base64 {}).\n\
-             {replay}\n--- its stderr ---\n{log}---",
-            bodies.len(),
-            bodies[i].0,
-            clip(&BASE64.encode(&bodies[i].1), 2000),
-        );
-    }
-    out
-}
-
-/// Kills the oracle when the test ends, whichever way.
-struct ChildGuard<'a>(&'a mut Child);
-
-impl Drop for ChildGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn write_lines(stdin: ChildStdin, lines: &[String]) {
-    let mut w = std::io::BufWriter::with_capacity(1 << 16, stdin);
-    for line in lines {
-        if writeln!(w, "{line}").is_err() {
-            return; // the oracle exited; the reader reports it
-        }
-    }
-    let _ = w.flush();
-    // Dropping stdin ends the oracle's input: it exits after the last answer.
-}
-
-fn read_answers(stdout: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
-    let (tx, rx) = mpsc::channel();
+    let (tx, answers) = mpsc::channel();
     std::thread::spawn(move || {
         let mut reader = BufReader::with_capacity(1 << 16, stdout);
         loop {
@@ -334,18 +588,75 @@ fn read_answers(stdout: impl Read + Send + 'static) -> Receiver<Vec<u8>> {
             }
         }
     });
-    rx
+    Slot::Ready(OracleProcess {
+        child,
+        stdin,
+        answers,
+        answered: 0,
+        log,
+    })
 }
 
-fn wait_briefly(child: &mut Child) -> String {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.to_string(),
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) => return "still running, but its output ended".into(),
-            Err(e) => return format!("wait failed: {e}"),
-        }
+/// One running oracle. It lives as long as the test binary: when the binary exits, its stdin
+/// closes and the oracle ends.
+struct OracleProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    answers: Receiver<Vec<u8>>,
+    answered: usize,
+    log: Arc<Mutex<String>>,
+}
+
+impl OracleProcess {
+    /// Sends `lines` (base64 bodies or `#` comments) and returns one answer line for each.
+    fn ask(&mut self, lines: &[String]) -> Result<Vec<Vec<u8>>, String> {
+        let OracleProcess {
+            child,
+            stdin,
+            answers,
+            answered,
+            log,
+        } = self;
+        let stdin = stdin.as_mut().ok_or("its input is closed")?;
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let mut w = BufWriter::with_capacity(1 << 16, stdin);
+                for line in lines {
+                    if w.write_all(line.as_bytes()).and_then(|()| w.write_all(b"\n")).is_err() {
+                        return; // the oracle is gone; the reader below says so
+                    }
+                }
+                let _ = w.flush();
+            });
+            let mut out = Vec::with_capacity(lines.len());
+            for (i, line) in lines.iter().enumerate() {
+                let limit = if *answered == 0 { START_LIMIT } else { ANSWER_LIMIT };
+                match answers.recv_timeout(limit) {
+                    Ok(answer) => {
+                        out.push(answer);
+                        *answered += 1;
+                    }
+                    Err(e) => {
+                        let what = match e {
+                            RecvTimeoutError::Timeout => format!("no answer within {}s", limit.as_secs()),
+                            RecvTimeoutError::Disconnected => "it stopped".to_owned(),
+                        };
+                        // Killing it also unblocks the writer, so the scope can end.
+                        let _ = child.kill();
+                        let status = child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
+                        std::thread::sleep(Duration::from_millis(200)); // let its stderr arrive
+                        let log = log.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                        return Err(format!(
+                            "{what} ({status}) at input line {} of {} (base64 {})\n--- its stderr ---\n{log}---",
+                            i + 1,
+                            lines.len(),
+                            clip(line, 300)
+                        ));
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 }
 
@@ -390,11 +701,8 @@ impl Category {
 /// esgate's verdict, or the panic message of `check_body`.
 type Verdict = Result<BodyVerdict, String>;
 
-fn run_check(body: &[u8]) -> Verdict {
-    catch_unwind(AssertUnwindSafe(|| {
-        check_body(body, esgate::elasticsearch::Dialect::NEWEST)
-    }))
-    .map_err(|panic| {
+fn run_check(body: &[u8], dialect: Dialect) -> Verdict {
+    catch_unwind(AssertUnwindSafe(|| check_body(body, dialect))).map_err(|panic| {
         panic
             .downcast_ref::<String>()
             .cloned()
@@ -448,32 +756,101 @@ fn show_verdict(verdict: &Verdict) -> Vec<u8> {
     }
 }
 
+/// A short description of an answer line (the oracle's, or esgate's from [`show_verdict`]), for
+/// grouping mismatches by kind: its verdict, and for a 400 the types of the exception chain and
+/// the root cause's reason with locations, snippets and quoted text taken out.
+fn answer_shape(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    if let Some(json) = line.strip_prefix(b"ERR ") {
+        let json_text = String::from_utf8_lossy(json);
+        let top = json_text
+            .split_once("}],\"type\":\"")
+            .and_then(|(_, rest)| rest.split('"').next())
+            .unwrap_or("?");
+        let causes: Vec<&str> = json_text
+            .split("\"caused_by\":{\"type\":\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .collect();
+        let chain = if causes.is_empty() {
+            top.to_owned()
+        } else {
+            format!("{top} > {}", causes.join(" > "))
+        };
+        return format!("ERR [{chain}] root {}", error_shape(json));
+    }
+    if text.starts_with("OK null") {
+        return "OK null".into();
+    }
+    if text.starts_with("OK ") {
+        return "OK <string>".into();
+    }
+    if let Some(rest) = text.strip_prefix("UNMODELLED ") {
+        return format!("UNMODELLED {}", rest.split(':').next().unwrap_or(rest));
+    }
+    clip(&text, 120)
+}
+
+/// Where two answer lines first differ, with a little context from each.
+fn first_difference(a: &[u8], b: &[u8]) -> String {
+    let at = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let window = |s: &[u8]| {
+        let from = at.saturating_sub(20);
+        let to = (at + 40).min(s.len());
+        String::from_utf8_lossy(&s[from.min(s.len())..to]).into_owned()
+    };
+    format!("byte {at}: oracle …{}… / esgate …{}…", window(a), window(b))
+}
+
+/// One kind of difference: how often, and the first body of that kind.
+struct Kind {
+    count: usize,
+    example: String,
+}
+
 struct Report {
+    dialect: BodyDialect,
+    /// What `check_body` is given (see [`checked_as`]).
+    checked_as: Dialect,
     title: String,
+    file: PathBuf,
     checked: usize,
     agreed: usize,
     oracle_kinds: BTreeMap<&'static str, usize>,
     error_shapes: BTreeMap<String, usize>,
     allowed: BTreeMap<&'static str, usize>,
     mismatches: BTreeMap<Category, usize>,
-    deferral_reasons: BTreeMap<String, usize>,
-    /// Per category, the first mismatches: (details for the message, entry for the replay file).
-    samples: BTreeMap<Category, Vec<(String, String)>>,
+    /// Mismatches by (category, oracle shape, esgate shape).
+    kinds: BTreeMap<(Category, String, String), Kind>,
+    /// The first mismatches, in full.
+    shown: Vec<String>,
+    /// Every mismatch, in the oracle's input format.
+    replay: String,
     generator_problem: String,
 }
 
 impl Report {
-    fn new(title: &str) -> Self {
+    fn new(dialect: BodyDialect, title: &str, file_name: &str) -> Self {
+        let checked_as = checked_as(dialect);
+        let title = if checked_as == dialect.dialect {
+            title.to_owned()
+        } else {
+            format!("{title}, esgate checking as {checked_as} (ESGATE_ORACLE_CHECK_AS)")
+        };
         Report {
-            title: title.to_owned(),
+            dialect,
+            checked_as,
+            title,
+            file: target_dir().join(file_name),
             checked: 0,
             agreed: 0,
             oracle_kinds: BTreeMap::new(),
             error_shapes: BTreeMap::new(),
             allowed: BTreeMap::new(),
             mismatches: BTreeMap::new(),
-            deferral_reasons: BTreeMap::new(),
-            samples: BTreeMap::new(),
+            kinds: BTreeMap::new(),
+            shown: Vec::new(),
+            replay: String::new(),
             generator_problem: String::new(),
         }
     }
@@ -491,7 +868,7 @@ impl Report {
             Answer::Unreadable => "unreadable",
         };
         *self.oracle_kinds.entry(kind).or_default() += 1;
-        let verdict = run_check(body);
+        let verdict = run_check(body, self.checked_as);
         let category = match compare(answer, &verdict) {
             Outcome::Agree => {
                 self.agreed += 1;
@@ -504,33 +881,41 @@ impl Report {
             Outcome::Mismatch(category) => category,
         };
         *self.mismatches.entry(category).or_default() += 1;
-        if let Ok(BodyVerdict::Defer(reason)) = &verdict {
-            *self.deferral_reasons.entry(format!("{reason:?}")).or_default() += 1;
-        }
-        let samples = self.samples.entry(category).or_default();
-        if samples.len() >= REPLAY_MAX {
-            return;
-        }
         let esgate = show_verdict(&verdict);
         let b64 = BASE64.encode(body);
-        let details = format!(
-            "[{cat}] {label}\n  body:   {len} bytes, base64 {b64}\n  text:   {text}\n  oracle: {oracle}\n  esgate: {esgate}\n",
-            cat = category.describe(),
-            len = body.len(),
-            b64 = clip(&b64, 2000),
-            text = clip(&body.escape_ascii().to_string(), 300),
-            oracle = clip(&String::from_utf8_lossy(answer), 1500),
-            esgate = clip(&String::from_utf8_lossy(&esgate), 1500),
-        );
+        let text = clip(&body.escape_ascii().to_string(), 300);
+        let entry = self
+            .kinds
+            .entry((category, answer_shape(answer), answer_shape(&esgate)))
+            .or_insert_with(|| Kind {
+                count: 0,
+                example: format!("{label}: {text}"),
+            });
+        entry.count += 1;
+        if self.shown.len() < SHOWN {
+            let difference = if category == Category::DifferentError || category == Category::DifferentLiteral {
+                format!("\n  differs at {}", first_difference(answer, &esgate))
+            } else {
+                String::new()
+            };
+            self.shown.push(format!(
+                "[{cat}] {label}\n  body:   {len} bytes: {text}\n  base64: {b64}\n  oracle: {oracle}\n  esgate: {esg}{difference}\n",
+                cat = category.describe(),
+                len = body.len(),
+                b64 = clip(&b64, 600),
+                oracle = clip(&String::from_utf8_lossy(answer), 1500),
+                esg = clip(&String::from_utf8_lossy(&esgate), 1500),
+            ));
+        }
         let one_line = |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(['\n', '\r'], " ");
-        let replay = format!(
+        let _ = write!(
+            self.replay,
             "# [{}] {}\n# oracle: {}\n# esgate: {}\n{b64}\n",
             category.describe(),
             one_line(label.as_bytes()),
-            one_line(answer),
-            one_line(&esgate),
+            clip(&one_line(answer), 3000),
+            clip(&one_line(&esgate), 3000),
         );
-        samples.push((details, replay));
     }
 
     fn coverage(&self) -> String {
@@ -542,11 +927,14 @@ impl Report {
         )
     }
 
-    /// Panics with the whole report if anything disagreed.
+    /// Panics with the whole report if anything disagreed; otherwise removes an old mismatch file.
     fn finish(self, footer: &str) {
         let failed: usize = self.mismatches.values().sum();
-        if failed == 0 && self.generator_problem.is_empty() {
-            return;
+        if failed == 0 {
+            let _ = std::fs::remove_file(&self.file);
+            if self.generator_problem.is_empty() {
+                return;
+            }
         }
         let mut msg = format!(
             "{}: {} bodies, {} agree, {} allowed deferrals, {failed} MISMATCHES\n{}\n",
@@ -556,29 +944,43 @@ impl Report {
             self.allowed.values().sum::<usize>(),
             self.coverage(),
         );
-        // Categories in the order of `Category`, so deferrals (the last) never hide the others.
-        let shown: Vec<&String> = self
-            .samples
-            .values()
-            .flatten()
-            .map(|(details, _)| details)
-            .take(SHOWN)
-            .collect();
-        if !shown.is_empty() {
-            let _ = writeln!(msg, "\n{} mismatches, in category order (deferrals last):", shown.len());
-            for (i, details) in shown.iter().enumerate() {
+        if !self.kinds.is_empty() {
+            let mut kinds: Vec<_> = self.kinds.iter().collect();
+            kinds.sort_by(|a, b| b.1.count.cmp(&a.1.count).then(a.0.cmp(b.0)));
+            let _ = writeln!(
+                msg,
+                "\nmismatches by kind ({} kinds; count, category, then oracle / esgate answer shapes and a first example):",
+                kinds.len()
+            );
+            for ((category, oracle, esgate), kind) in kinds.iter().take(KINDS_SHOWN) {
+                let same = if oracle == esgate {
+                    " (same shape: a location, number or quoted text differs)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    msg,
+                    "  {:>6}  {}{same}\n          oracle: {}\n          esgate: {}\n          e.g. {}",
+                    kind.count,
+                    category.describe(),
+                    clip(oracle, 200),
+                    clip(esgate, 200),
+                    clip(&kind.example, 200)
+                );
+            }
+            if kinds.len() > KINDS_SHOWN {
+                let _ = writeln!(msg, "  … and {} more kinds", kinds.len() - KINDS_SHOWN);
+            }
+        }
+        if !self.shown.is_empty() {
+            let _ = writeln!(msg, "\nthe first {} mismatches:", self.shown.len());
+            for (i, details) in self.shown.iter().enumerate() {
                 let _ = write!(msg, "\n#{} {details}", i + 1);
             }
         }
         msg.push_str("\nmismatches per category:\n");
         for (category, n) in &self.mismatches {
             let _ = writeln!(msg, "  {n:>6}  {}", category.describe());
-        }
-        if !self.deferral_reasons.is_empty() {
-            msg.push_str("deferral reasons not in ALLOWED_DEFERRALS:\n");
-            for (reason, n) in &self.deferral_reasons {
-                let _ = writeln!(msg, "  {n:>6}  {reason}");
-            }
         }
         if self.allowed.is_empty() {
             let _ = writeln!(
@@ -596,30 +998,18 @@ impl Report {
                 let _ = writeln!(msg, "  {n:>6}  {reason:?}: {why}");
             }
         }
-        let replay: String = self
-            .samples
-            .values()
-            .flatten()
-            .map(|(_, entry)| entry.as_str())
-            .collect();
-        if !replay.is_empty() {
-            let name = if self.title.starts_with("fixture") {
-                "fixture"
-            } else {
-                "live"
-            };
-            let path = format!("{}/oracle-mismatches-{name}.txt", env!("CARGO_TARGET_TMPDIR"));
-            let written = self.samples.values().map(Vec::len).sum::<usize>();
-            match std::fs::write(&path, replay) {
+        if !self.replay.is_empty() {
+            match std::fs::write(&self.file, &self.replay) {
                 Ok(()) => {
                     let _ = writeln!(
                         msg,
-                        "{written} mismatching bodies (at most {REPLAY_MAX} per category), as oracle input: {path}\n  \
-                         replay: {ORACLE_DIR}/run < {path}"
+                        "all {failed} mismatching bodies, as oracle input: {}\n  replay: {}",
+                        self.file.display(),
+                        self.dialect.replay_command(&self.file)
                     );
                 }
                 Err(e) => {
-                    let _ = writeln!(msg, "(could not write {path}: {e})");
+                    let _ = writeln!(msg, "(could not write {}: {e})", self.file.display());
                 }
             }
         }
@@ -961,14 +1351,8 @@ struct Generator {
 impl Generator {
     fn new(seed: u64) -> Self {
         let mut seeds = Vec::new();
-        let cases = read_oracle_file("cases.txt");
-        let mut label = String::new();
-        for line in cases.lines() {
-            if line.starts_with('#') {
-                label = line.trim_start_matches('#').trim().to_owned();
-            } else if let Ok(body) = decode_case(line) {
-                seeds.push((format!("cases.txt: {label}"), body));
-            }
+        for (label, body) in read_cases() {
+            seeds.push((format!("cases.txt: {label}"), body));
         }
         seeds.extend(handcrafted());
         Generator {
