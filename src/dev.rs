@@ -289,7 +289,7 @@ fn not_found(id: &str) -> Response<Body> {
     )
 }
 
-/// Elasticsearch's answer when the connectors index exists but not the connector (§5, case 1).
+/// Elasticsearch's answer when the connectors index exists but not the connector (`docs/connector-error.md`, "Route").
 fn document_missing(id: &str) -> Response<Body> {
     let reason = format!("[{id}]: document missing");
     let cause = json!({

@@ -2,7 +2,7 @@
 //!
 //! Every answer esgate makes itself uses this module, so a client sees one error shape whoever
 //! answered: `{"error":{"root_cause":[{"type":T,"reason":R}],"type":T,"reason":R},"status":N}` with
-//! `content-type: application/json` (see `es-connector-error.md` §8.1).
+//! `content-type: application/json` (see `docs/connector-error.md`, "Response headers and formats").
 //!
 //! Strings are escaped as Jackson's UTF-8 generator escapes them, which differs from `serde_json`:
 //! characters outside the Basic Multilingual Plane are written as two `\uXXXX` surrogate escapes.

@@ -1,7 +1,8 @@
 //! The body of `PUT /_connector/<id>/_error`, checked the way Elasticsearch checks it.
 //!
 //! Pure: bytes in, a [`BodyVerdict`] out. The answers match Elasticsearch's byte for byte
-//! (`es-connector-error.md` §3; the differential tests compare them with `../shared/oracle`).
+//! (`docs/connector-error.md`, "Body rows"; `tests/oracle.rs` compares them with the project's
+//! oracle on the real jackson-core of each dialect).
 
 use super::dialect::{Dialect, DialectSet, Jackson, Wrapping};
 use super::error::EsError;

@@ -1,6 +1,6 @@
 //! The errors the connector-error layer answers, as Elasticsearch builds them: a chain of
 //! exceptions (outermost first), one of which is the root cause, rendered in Elasticsearch's
-//! "detailed" JSON format (`es-connector-error.md` §8).
+//! "detailed" JSON format (`docs/connector-error.md`, "Response headers and formats").
 
 use crate::es_error::{write_json_string, write_json_wtf8};
 

@@ -8,8 +8,9 @@
 //! not be able to tell esgate's 400 from Elasticsearch's. Like Jackson it reads lazily: a string
 //! value is decoded only when its text is asked for, and nothing after the root object is read.
 //!
-//! Texts follow jackson-core 2.21+ as bundled by current Elasticsearch 9.x (`../shared/oracle`'s
-//! default); [`texts`] holds the few texts that differ between Jackson versions.
+//! What differs between dialects is asked of two tables, never of version numbers: the wrapping
+//! state ([`Wrapping`]) and the jackson-core family's [`JacksonRules`]
+//! (`docs/dialects.md`, "Wrapping" and "Jackson").
 
 use bytes::Bytes;
 

@@ -1,4 +1,5 @@
-//! `Content-Type` and `Accept` as Elasticsearch reads them (`es-connector-error.md` §7).
+//! `Content-Type` and `Accept` as Elasticsearch reads them (`docs/connector-error.md`,
+//! "Media types and compatible-with").
 //!
 //! Building a `RestRequest` parses `Accept`, then `Content-Type` (`ParsedMediaType`), then checks
 //! the `compatible-with` versions (`RestCompatibleVersionHelper`). A failure is a 400
@@ -176,7 +177,7 @@ impl MediaType {
 
     /// `RestCompatibleVersionHelper.parseVersion`: `Byte.parseByte` of `compatible-with`.
     /// `Err` when it is no byte: Elasticsearch lets the `NumberFormatException` escape, with an
-    /// answer that is not known (§15.4).
+    /// answer that is not known (`docs/connector-error.md`, "What esgate forwards unchecked, and why").
     fn version(&self) -> Result<Option<i8>, ()> {
         self.param("compatible-with")
             .map(|v| parse_java_byte(v).ok_or(()))
@@ -356,7 +357,7 @@ fn check_versions(
 
 /// The 400 of `MediaTypeHeaderException`: its own root cause, with the parse failure as cause.
 /// `headers` is the printed set of failed header names; for the compatibility checks it is
-/// `Set.of("Accept", "Content-Type")`, whose order varies per JVM (§7.3): esgate prints the order
+/// `Set.of("Accept", "Content-Type")`, whose order varies per JVM (`docs/dialects.md`, "Not modelled"): esgate prints the order
 /// observed in published answers.
 fn header_error(headers: &str, cause_type: &'static str, detail: &str) -> EsError {
     EsError::bad_request(

@@ -1,4 +1,4 @@
-//! The query string, as Elasticsearch reads it (`es-connector-error.md` §10, §2 steps 2–3 and 10).
+//! The query string, as Elasticsearch reads it (`docs/connector-error.md`, "Query parameters").
 //!
 //! Decoding follows `RestUtils.decodeQueryString`: `&` and `;` separate parameters, the first `=`
 //! separates name and value, `+` is a space, a repeated name keeps its last value, a `#` ends the

@@ -1,4 +1,5 @@
-//! Answers as Elasticsearch writes them, byte for byte (`es-connector-error.md` §6, §8).
+//! Answers as Elasticsearch writes them, byte for byte (`docs/connector-error.md`,
+//! "Response headers and formats").
 //!
 //! Two body formats: the detailed one (`{"error":{"root_cause":[…],"type":…,"reason":…,
 //! "caused_by":…},"status":N}`) and the simple one (`{"error":"<text>","status":N}`), each compact
@@ -169,7 +170,7 @@ mod tests {
 
     #[test]
     fn compact_detailed_is_the_worked_example() {
-        // §8.2: content-length 315.
+        // The worked example of docs/connector-error.md: content-length 315.
         let e = EsError::bad_request("x_content_parse_exception", START_OBJECT);
         let body = detailed_body(&e, false);
         assert_eq!(

@@ -1,5 +1,5 @@
 //! The checks of a matched `PUT /_connector/<id>/_error` that come before its body is parsed, in
-//! Elasticsearch's order (`es-connector-error.md` §2):
+//! Elasticsearch's order (`docs/connector-error.md`, "Order of checks"):
 //!
 //! 2. building the `RestRequest`: query-string decoding (400 `bad_parameter_exception`), then the
 //!    `Accept`/`Content-Type` media types and versions (400 `media_type_header_exception`);

@@ -1,5 +1,5 @@
 //! Which requests are `PUT /_connector/<connector_id>/_error`, and which connector id they name
-//! (`es-connector-error.md` §1).
+//! (`docs/connector-error.md`, "Route").
 //!
 //! Elasticsearch routes on the raw, undecoded path (`PathTrie`): the literal segments must appear
 //! exactly as written (`%5Fconnector` is another path), the path is split like Java's

@@ -1,5 +1,5 @@
-//! "Did you mean" suggestions, computed as Elasticsearch computes them (`es-connector-error.md`
-//! §3.4): Lucene's `LevenshteinDistance` similarity over UTF-16 units, in `f32`, a candidate kept
+//! "Did you mean" suggestions, computed as Elasticsearch computes them (`docs/connector-error.md`,
+//! "Query parameters"): Lucene's `LevenshteinDistance` similarity over UTF-16 units, in `f32`, a candidate kept
 //! when its similarity is `> 0.5f`, the kept ones ordered by similarity (highest first), then by
 //! name.
 //!
@@ -81,7 +81,7 @@ mod tests {
 
     #[test]
     fn similarity_is_lucenes_float() {
-        // §3.3 row P7: `erro`, `Error`, `errors` are all suggested `error`.
+        // Row P7: `erro`, `Error`, `errors` are all suggested `error`.
         assert_eq!(sim("erro", "error"), 1.0f32 - 1.0f32 / 5.0f32);
         assert_eq!(sim("Error", "error"), 0.8f32);
         assert_eq!(sim("errors", "error"), 1.0f32 - 1.0f32 / 6.0f32);

@@ -62,7 +62,7 @@ def test_update_error_keeps_unicode_and_escapes(es, connector):
 def test_null_error_resets_to_connected(es, connector):
     es.connector.update_error(connector_id=connector, error="boom")
     assert es.connector.get(connector_id=connector)["status"] == "error"
-    # `error=None` is refused by the client itself; a reset needs the body (es-connector-error.md §12).
+    # `error=None` is refused by the client itself; a reset needs the body (elasticsearch-py raises ValueError for error=None).
     resp = es.connector.update_error(connector_id=connector, body={"error": None})
     assert resp["result"] == "updated"
     doc = es.connector.get(connector_id=connector)
