@@ -43,6 +43,15 @@ pub struct Cli {
     /// Time a client has to send a request's headers [server.header_read_timeout].
     #[arg(long, env = "ESGATE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
     header_read_timeout: Option<String>,
+    /// Time a buffered request body may go without a byte before it is answered 408 [server.body_read_timeout].
+    #[arg(long, env = "ESGATE_BODY_READ_TIMEOUT", value_name = "DURATION")]
+    body_read_timeout: Option<String>,
+    /// Client connections served at once; 0 derives it from the descriptor limit [server.max_connections].
+    #[arg(long, env = "ESGATE_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<String>,
+    /// Connections the kernel queues while esgate is at its limit [server.listen_backlog].
+    #[arg(long, env = "ESGATE_LISTEN_BACKLOG", value_name = "N")]
+    listen_backlog: Option<String>,
     /// Largest request head (request line and headers) accepted [server.max_header_size].
     #[arg(long, env = "ESGATE_MAX_HEADER_SIZE", value_name = "BYTES")]
     max_header_size: Option<String>,
@@ -129,6 +138,9 @@ pub struct Cli {
     /// Largest Update-connector-error body read, after decompression; larger gets 413 [connector_error.max_body_size].
     #[arg(long, env = "ESGATE_MAX_ERROR_BODY_SIZE", value_name = "BYTES")]
     max_error_body_size: Option<String>,
+    /// Bytes of all intercepted bodies held at once; beyond it a call gets 429 [connector_error.max_buffered_bytes].
+    #[arg(long, env = "ESGATE_MAX_BUFFERED_BYTES", value_name = "BYTES")]
+    max_buffered_bytes: Option<String>,
     /// Ask the upstream who the caller is before a local rejection [connector_error.check_auth].
     #[arg(long, env = "ESGATE_CHECK_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     check_auth: Option<String>,
@@ -225,6 +237,9 @@ settings! {
     ADMIN_LISTEN = "server.admin_listen", "--admin-listen", "ESGATE_ADMIN_LISTEN";
     WORKERS = "server.workers", "--workers", "ESGATE_WORKERS";
     HEADER_READ_TIMEOUT = "server.header_read_timeout", "--header-read-timeout", "ESGATE_HEADER_READ_TIMEOUT";
+    BODY_READ_TIMEOUT = "server.body_read_timeout", "--body-read-timeout", "ESGATE_BODY_READ_TIMEOUT";
+    MAX_CONNECTIONS = "server.max_connections", "--max-connections", "ESGATE_MAX_CONNECTIONS";
+    LISTEN_BACKLOG = "server.listen_backlog", "--listen-backlog", "ESGATE_LISTEN_BACKLOG";
     MAX_HEADER_SIZE = "server.max_header_size", "--max-header-size", "ESGATE_MAX_HEADER_SIZE";
     SHUTDOWN_GRACE = "server.shutdown_grace", "--shutdown-grace", "ESGATE_SHUTDOWN_GRACE";
     FORWARDED_HEADERS = "server.forwarded_headers", "--forwarded-headers", "ESGATE_FORWARDED_HEADERS";
@@ -252,6 +267,7 @@ settings! {
     UPSTREAM_API_KEY = "upstream.api_key", "--upstream-api-key", "ESGATE_UPSTREAM_API_KEY";
     PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
     MAX_ERROR_BODY = "connector_error.max_body_size", "--max-error-body-size", "ESGATE_MAX_ERROR_BODY_SIZE";
+    MAX_BUFFERED = "connector_error.max_buffered_bytes", "--max-buffered-bytes", "ESGATE_MAX_BUFFERED_BYTES";
     CHECK_AUTH = "connector_error.check_auth", "--check-auth", "ESGATE_CHECK_AUTH";
     AUTH_CACHE_TTL = "connector_error.auth_cache_ttl", "--auth-cache-ttl", "ESGATE_AUTH_CACHE_TTL";
     REPORT_ONLY = "connector_error.report_only", "--report-only", "ESGATE_REPORT_ONLY";
@@ -300,6 +316,14 @@ pub struct ServerConfig {
     pub workers: usize,
     /// Slow or stuck clients lose their connection when headers take longer than this.
     pub header_read_timeout: Duration,
+    /// Time a buffered request body (the intercepted route's) may go without a byte; then 408.
+    /// Zero: no limit.
+    pub body_read_timeout: Duration,
+    /// Client connections served at once; beyond it esgate stops accepting and the kernel's
+    /// backlog holds new clients. Zero: derived from the descriptor limit at start-up.
+    pub max_connections: usize,
+    /// The listen backlog.
+    pub listen_backlog: u32,
     /// Largest request head; larger ones get 431 from the HTTP layer.
     pub max_header_size: usize,
     /// Time in-flight requests get to finish on shutdown.
@@ -361,6 +385,9 @@ pub struct ConnectorErrorConfig {
     /// Elasticsearch's own default `http.max_content_length` (100mb), so that esgate refuses no
     /// body Elasticsearch would take; lower it to bound the memory a request may hold.
     pub max_body_size: usize,
+    /// Bytes of all intercepted bodies held at once (raw and decoded); a call that would pass it
+    /// is answered as Elasticsearch's in-flight-requests circuit breaker answers (429).
+    pub max_buffered_bytes: usize,
     /// Ask the upstream who the caller is before answering a rejection locally (secured clusters
     /// authenticate before they read the body, so an unauthenticated caller gets 401 there).
     pub check_auth: bool,
@@ -722,6 +749,21 @@ impl Config {
                 "header_read_timeout",
                 Duration::from_secs(30),
             )?,
+            body_read_timeout: duration(
+                &mut src,
+                BODY_READ_TIMEOUT,
+                "body_read_timeout",
+                Duration::from_secs(30),
+            )?,
+            max_connections: opt(
+                src.get(MAX_CONNECTIONS, "max_connections"),
+                MAX_CONNECTIONS,
+                parse_count,
+            )?
+            .unwrap_or(0),
+            listen_backlog: opt(src.get(LISTEN_BACKLOG, "listen_backlog"), LISTEN_BACKLOG, parse_count)?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+                .unwrap_or(1024),
             max_header_size: opt(src.get(MAX_HEADER_SIZE, "max_header_size"), MAX_HEADER_SIZE, parse_size)?
                 .unwrap_or(64 * 1024),
             shutdown_grace: duration(&mut src, SHUTDOWN_GRACE, "shutdown_grace", Duration::from_secs(30))?,
@@ -824,6 +866,8 @@ impl Config {
                 parse_size,
             )?
             .unwrap_or(100 * 1024 * 1024),
+            max_buffered_bytes: opt(src.get(MAX_BUFFERED, "max_buffered_bytes"), MAX_BUFFERED, parse_size)?
+                .unwrap_or(48 * 1024 * 1024),
             check_auth: flag(&mut src, CHECK_AUTH, "check_auth")?,
             auth_cache_ttl: duration(&mut src, AUTH_CACHE_TTL, "auth_cache_ttl", Duration::from_secs(30))?,
             report_only: flag(&mut src, REPORT_ONLY, "report_only")?,

@@ -76,6 +76,8 @@ pub fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
     keep!("server.listen", server.listen);
     keep!("server.admin_listen", server.admin_listen);
     keep!("server.workers", server.workers);
+    keep!("server.max_connections", server.max_connections);
+    keep!("server.listen_backlog", server.listen_backlog);
     keep!("upstream.dev", upstream.dev);
     keep!("upstream.dev_version", upstream.dev_version);
     keep!("audit", audit);
