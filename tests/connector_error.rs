@@ -517,3 +517,40 @@ async fn with_the_credential_check_an_unauthenticated_caller_gets_the_upstream_4
     assert_eq!(up.next().await.msg.header("authorization"), Some("ApiKey good"));
     assert_eq!(up.received(), 2, "the PUT itself never reached the upstream");
 }
+
+#[tokio::test]
+async fn an_absolute_form_target_is_checked_as_it_is_forwarded() {
+    let mut up = Upstream::start(upstream_updated()).await;
+    let gw = gateway(&[&up], &[NEWEST]);
+    let mut client = Client::connect(gw.listen_addr()).await;
+    // The node would receive `PUT /_connector/c1/_error`: the same checks apply.
+    let resp = client
+        .exchange(
+            "PUT",
+            &request(
+                "PUT",
+                "http://any.example/_connector/c1/_error",
+                &[JSON],
+                br#"{"error": 42}"#,
+            ),
+        )
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert!(String::from_utf8_lossy(&resp.body).contains("error doesn't support values of type: VALUE_NUMBER"));
+    assert_eq!(up.received(), 0, "the invalid body reached the upstream");
+    let resp = client
+        .exchange(
+            "PUT",
+            &request(
+                "PUT",
+                "http://any.example/_connector/c1/_error",
+                &[JSON],
+                br#"{"error":"x"}"#,
+            ),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let seen = up.next().await.msg;
+    assert_eq!(seen.start_line, "PUT /_connector/c1/_error HTTP/1.1");
+    assert_eq!(seen.body, br#"{"error":"x"}"#);
+}

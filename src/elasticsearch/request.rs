@@ -155,11 +155,8 @@ fn full_bytes(body: &Body) -> Option<&[u8]> {
 /// decoded body is not empty (the caller reads it first); `major`: the compatibility window of
 /// the node that answers.
 pub fn precheck(parts: &Parts, id: &str, has_content: bool, major: Major) -> Precheck {
-    // Elasticsearch routes on the whole request target: `http://host/_connector/…` is no route of
-    // its own, whatever hyper makes of the path.
-    if parts.uri.authority().is_some() {
-        return Precheck::Forward("an absolute-form request target");
-    }
+    // An absolute-form target (`PUT http://host/_connector/…`) is checked as the origin-form
+    // target it is forwarded as: what the node receives is what is checked.
     let headers = &parts.headers;
     if SINGLE_VALUED.iter().any(|name| has_distinct_values(headers, name)) {
         return Precheck::Forward("two different values of a single-valued header");
@@ -575,12 +572,13 @@ mod tests {
     }
 
     #[test]
-    fn absolute_form_targets_are_forwarded() {
-        assert!(forwarded(run(
-            "http://es:9200/_connector/my-connector/_error",
-            &[JSON],
-            true
-        )));
+    fn absolute_form_targets_are_checked_as_they_are_forwarded() {
+        assert!(matches!(
+            run("http://es:9200/_connector/my-connector/_error", &[JSON], true),
+            Precheck::Check(_)
+        ));
+        let (status, _, _) = answer(run("http://any/_connector/my-connector/_error?pretty=x", &[JSON], true));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
     }
 
     #[test]
