@@ -23,6 +23,9 @@ pub const BAD_GATEWAY_TYPE: &str = "esgate_bad_gateway_exception";
 pub const CONTENT_TOO_LONG_TYPE: &str = "esgate_content_too_long_exception";
 /// The `type` of the error esgate answers when the upstream did not start its response in time (504).
 pub const GATEWAY_TIMEOUT_TYPE: &str = "esgate_gateway_timeout_exception";
+/// The `type` of the error esgate answers to a request it will not forward because its framing or
+/// method breaks HTTP/1.1 (400), such as `Transfer-Encoding: identity, chunked` or `CONNECT`.
+pub const BAD_REQUEST_TYPE: &str = "esgate_bad_request_exception";
 
 /// Appends `s` to `out` as a JSON string literal, escaped the way Jackson escapes it.
 pub fn write_json_string(out: &mut Vec<u8>, s: &str) {
@@ -147,6 +150,12 @@ pub fn bad_gateway(reason: &str) -> Response<Body> {
 pub fn gateway_timeout(reason: &str) -> Response<Body> {
     let status = StatusCode::GATEWAY_TIMEOUT;
     json_response(status, error_body(status, GATEWAY_TIMEOUT_TYPE, reason))
+}
+
+/// 400 in Elasticsearch's shape: a request esgate will not forward (see [`crate::hop::framing_error`]).
+pub fn bad_request(reason: &str) -> Response<Body> {
+    let status = StatusCode::BAD_REQUEST;
+    json_response(status, error_body(status, BAD_REQUEST_TYPE, reason))
 }
 
 #[cfg(test)]

@@ -283,13 +283,36 @@ pub struct Metrics {
     local_rejections: StaticLabelCounts,
     would_reject: StaticLabelCounts,
     unchecked: StaticLabelCounts,
+    client_errors: StaticLabelCounts,
+    accept_errors: AtomicU64,
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
     upstream_retries: AtomicU64,
+    upstream_replays: AtomicU64,
+    upstream_local_errors: AtomicU64,
+    upstream_bad_framing: AtomicU64,
+    client_body_errors: AtomicU64,
     audit_written: [AtomicU64; AuditSink::ALL.len()],
     audit_dropped: [AtomicU64; AuditSink::ALL.len()],
+    buffers: std::sync::Arc<BufferCounters>,
+}
+
+/// The intercepted bodies esgate holds: the bytes held now (gauge) and the calls refused because
+/// they would pass the budget (counter). Shared with the connector-error budget, which counts into
+/// it directly, so one figure holds across configuration reloads.
+#[derive(Debug, Default)]
+pub struct BufferCounters {
+    /// Bytes of intercepted bodies held at this moment (raw, decoded and canonical buffers).
+    pub held: AtomicU64,
+    /// Calls answered 429 because their bodies would pass `connector_error.max_buffered_bytes`.
+    pub trips: AtomicU64,
 }
 
 impl Metrics {
+    /// The counters of buffered intercepted bodies, for the connector-error budget.
+    pub fn buffers(&self) -> &std::sync::Arc<BufferCounters> {
+        &self.buffers
+    }
+
     /// All figures at zero.
     pub fn new() -> Self {
         Self::default()
@@ -340,6 +363,17 @@ impl Metrics {
         self.unchecked.add(reason);
     }
 
+    /// A client request answered 400 by the listener itself, for this reason (its framing or method,
+    /// see [`crate::hop::framing_error`]; `malformed` for what hyper refused while parsing).
+    pub fn client_error(&self, reason: &'static str) {
+        self.client_errors.add(reason);
+    }
+
+    /// `accept` on the client listener failed (descriptors or memory exhausted, mostly).
+    pub fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A request to an upstream node failed this way.
     pub fn upstream_error(&self, kind: UpstreamError) {
         self.upstream_errors[kind.index()].fetch_add(1, Ordering::Relaxed);
@@ -348,6 +382,29 @@ impl Metrics {
     /// A request retried on another node (nothing of it had been sent).
     pub fn upstream_retry(&self) {
         self.upstream_retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request sent once more on a new connection: the reused one was closed by the node before
+    /// any answer (idempotent methods with a complete body only).
+    pub fn upstream_replay(&self) {
+        self.upstream_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An upstream connection esgate could not open for a reason of its own host (descriptors,
+    /// memory, local ports): not a node failure.
+    pub fn upstream_local_error(&self) {
+        self.upstream_local_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An upstream answer refused for ambiguous framing (`Content-Length` with `Transfer-Encoding`).
+    pub fn upstream_bad_framing(&self) {
+        self.upstream_bad_framing.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client's request body failed (malformed chunked encoding, client gone) while it was being
+    /// sent upstream: the client's error, not the node's.
+    pub fn client_body_error(&self) {
+        self.client_body_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `n` audit events were written to this sink.
@@ -470,6 +527,42 @@ impl Metrics {
             "reason",
             &self.unchecked,
         )?;
+        labelled_counts(
+            out,
+            "esgate_client_errors_total",
+            "Client requests answered 400 by the listener itself (framing, CONNECT) or refused by the HTTP parser, by reason.",
+            "reason",
+            &self.client_errors,
+        )?;
+        header(
+            out,
+            "esgate_accept_errors_total",
+            "counter",
+            "Failed accepts on the client listener (descriptors or memory exhausted).",
+        )?;
+        writeln!(
+            out,
+            "esgate_accept_errors_total {}",
+            self.accept_errors.load(Ordering::Relaxed)
+        )?;
+
+        gauge_u64(
+            out,
+            "esgate_buffered_body_bytes",
+            "Bytes of intercepted request bodies held in memory now (raw, decoded and canonical).",
+            &self.buffers.held,
+        )?;
+        header(
+            out,
+            "esgate_circuit_breaker_trips_total",
+            "counter",
+            "Intercepted calls answered 429 because their bodies would pass connector_error.max_buffered_bytes.",
+        )?;
+        writeln!(
+            out,
+            "esgate_circuit_breaker_trips_total {}",
+            self.buffers.trips.load(Ordering::Relaxed)
+        )?;
 
         header(
             out,
@@ -492,6 +585,31 @@ impl Metrics {
             "esgate_upstream_retries_total {}",
             self.upstream_retries.load(Ordering::Relaxed)
         )?;
+        for (name, help, counter) in [
+            (
+                "esgate_upstream_replays_total",
+                "Requests sent once more on a new connection because the node had closed the reused one before any answer (idempotent, complete bodies only).",
+                &self.upstream_replays,
+            ),
+            (
+                "esgate_upstream_local_errors_total",
+                "Upstream connections esgate could not open for a reason of its own (descriptors, memory, local ports); answered 503, the node not marked dead.",
+                &self.upstream_local_errors,
+            ),
+            (
+                "esgate_upstream_bad_framing_total",
+                "Upstream answers refused (502) for carrying both Content-Length and Transfer-Encoding.",
+                &self.upstream_bad_framing,
+            ),
+            (
+                "esgate_client_body_errors_total",
+                "Request bodies that failed on the client's side (malformed chunked encoding, client gone) while sent upstream; answered 400.",
+                &self.client_body_errors,
+            ),
+        ] {
+            header(out, name, "counter", help)?;
+            writeln!(out, "{name} {}", counter.load(Ordering::Relaxed))?;
+        }
 
         header(
             out,
@@ -560,6 +678,11 @@ fn gauge(out: &mut String, name: &str, help: &str, value: &AtomicI64) -> fmt::Re
     writeln!(out, "{name} {}", value.load(Ordering::Relaxed))
 }
 
+fn gauge_u64(out: &mut String, name: &str, help: &str, value: &AtomicU64) -> fmt::Result {
+    header(out, name, "gauge", help)?;
+    writeln!(out, "{name} {}", value.load(Ordering::Relaxed))
+}
+
 fn labelled_counts(out: &mut String, name: &str, help: &str, label: &str, counts: &StaticLabelCounts) -> fmt::Result {
     header(out, name, "counter", help)?;
     for (value, n) in counts.snapshot() {
@@ -613,12 +736,17 @@ mod tests {
         m.upstream_error(UpstreamError::Timeout);
         m.upstream_error(UpstreamError::Timeout);
         m.upstream_retry();
+        m.upstream_replay();
+        m.client_body_error();
+        m.client_body_error();
         m.audit_written(AuditSink::Stream, 5);
         m.audit_dropped(AuditSink::Queue, 2);
         m.local_rejection("x_content_parse_exception");
         m.local_rejection("x_content_parse_exception");
         m.would_reject("illegal_argument_exception");
         m.unchecked("body_too_large");
+        m.client_error("connect");
+        m.accept_error();
         let text = m.render(&[], true);
 
         let expect = [
@@ -636,6 +764,11 @@ mod tests {
             ("esgate_upstream_errors_total{kind=\"timeout\"}", "2"),
             ("esgate_upstream_errors_total{kind=\"connect\"}", "0"),
             ("esgate_upstream_retries_total", "1"),
+            ("esgate_client_errors_total{reason=\"connect\"}", "1"),
+            ("esgate_accept_errors_total", "1"),
+            ("esgate_upstream_replays_total", "1"),
+            ("esgate_client_body_errors_total", "2"),
+            ("esgate_upstream_local_errors_total", "0"),
             ("esgate_audit_events_total{sink=\"stream\"}", "5"),
             ("esgate_audit_events_total{sink=\"queue\"}", "0"),
             ("esgate_audit_events_dropped_total{sink=\"queue\"}", "2"),
@@ -672,8 +805,14 @@ mod tests {
             ("esgate_local_rejections_total", "counter"),
             ("esgate_would_reject_total", "counter"),
             ("esgate_unchecked_total", "counter"),
+            ("esgate_client_errors_total", "counter"),
+            ("esgate_accept_errors_total", "counter"),
             ("esgate_upstream_errors_total", "counter"),
             ("esgate_upstream_retries_total", "counter"),
+            ("esgate_upstream_replays_total", "counter"),
+            ("esgate_upstream_local_errors_total", "counter"),
+            ("esgate_upstream_bad_framing_total", "counter"),
+            ("esgate_client_body_errors_total", "counter"),
             ("esgate_upstream_node_up", "gauge"),
             ("esgate_upstream_node_info", "gauge"),
             ("esgate_ready", "gauge"),
