@@ -82,7 +82,7 @@ pub struct Cli {
     /// Time to open a TCP connection to a node [upstream.connect_timeout].
     #[arg(long, env = "ESGATE_CONNECT_TIMEOUT", value_name = "DURATION")]
     connect_timeout: Option<String>,
-    /// Time a node has to start its response once the request is sent; 0 disables [upstream.response_timeout].
+    /// Time a node has to start its answer to a GET, HEAD or OPTIONS (504 after); 0, the default, disables [upstream.response_timeout].
     #[arg(long, env = "ESGATE_RESPONSE_TIMEOUT", value_name = "DURATION")]
     response_timeout: Option<String>,
     /// An idle upstream connection older than this is closed, not reused [upstream.pool_idle_timeout].
@@ -347,8 +347,9 @@ pub struct UpstreamConfig {
     pub dev_version: String,
     /// TCP connect timeout per attempt.
     pub connect_timeout: Duration,
-    /// Time a node has to start its response once the whole request is sent (`None`: no limit).
-    /// It starts after the body so that slow uploads of large bulk bodies are not cut.
+    /// Time a node has to start its answer to a GET, HEAD or OPTIONS once the whole request is
+    /// sent (`None`, the default: no limit). It starts after the body so that slow uploads are not
+    /// cut; other methods are never timed, since clients retry a 504 (see `upstream::timed`).
     pub response_timeout: Option<Duration>,
     /// Idle connections older than this are not reused: below the idle timeouts of the load
     /// balancers usually found in front of Elasticsearch, so a reused connection is still open.
@@ -801,7 +802,9 @@ impl Config {
                 tls: false,
             }],
         };
-        let response_timeout = duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::from_secs(120))?;
+        // Off by default: a 504 from esgate is retried by the official clients, so esgate's own
+        // timeout must not decide where the client's would not (see `upstream::timed`).
+        let response_timeout = duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::ZERO)?;
         let upstream = UpstreamConfig {
             nodes,
             dev: flag(&mut src, DEV, "dev")?,
@@ -1366,7 +1369,7 @@ mod tests {
                 tls: false,
             }]
         );
-        assert_eq!(c.upstream.response_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(c.upstream.response_timeout, None);
         assert!(!c.upstream.dev);
     }
 

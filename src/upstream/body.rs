@@ -32,6 +32,17 @@ impl UpstreamBody {
         (UpstreamBody { inner, sent: Some(tx) }, Some(rx))
     }
 
+    /// A copy to send again, for a body that is complete already: none, or a buffer (the
+    /// intercepted route forwards one). `None` for a streamed body, which can be sent only once.
+    pub(crate) fn replayable(&self) -> Option<UpstreamBody> {
+        let inner = match &self.inner {
+            Body::Full(bytes) => Body::Full(bytes.clone()),
+            body if http_body::Body::is_end_stream(body) => Body::Empty,
+            _ => return None,
+        };
+        Some(UpstreamBody { inner, sent: None })
+    }
+
     fn signal(&mut self) {
         if let Some(tx) = self.sent.take() {
             let _ = tx.send(());

@@ -13,7 +13,6 @@ use http::header::{AUTHORIZATION, HOST, USER_AGENT};
 use http::{HeaderValue, Method, Request};
 
 use super::body::UpstreamBody;
-use super::version::is_local;
 use super::{pool, Upstream};
 use crate::body::Body;
 
@@ -74,7 +73,7 @@ impl Upstream {
             let mut send = match pool::connect(node, &shared.client, shared.connect_timeout, shared.tls.as_ref()).await
             {
                 Ok(send) => send,
-                Err(e) if is_local(&e) => return Err(e.to_string()),
+                Err(e) if e.is_local() => return Err(e.to_string()),
                 Err(_) => return Ok(false),
             };
             let mut req = Request::new(UpstreamBody::new(Body::Empty).0);

@@ -7,10 +7,19 @@
 //! What is forwarded: method, the raw request target (origin form, byte for byte), every
 //! end-to-end header in order, and the body frame by frame. What is removed: hop-by-hop headers
 //! ([`crate::hop`]) and `Expect` (esgate answers `100 Continue` to its own client when it starts
-//! reading the body). Upstream failures become answers in Elasticsearch's error shape: 502 when no
-//! node can be reached or the connection breaks before a response, 504 when the response does not
-//! start within `response_timeout` after the request body was sent. This is the only place where
-//! an error turns into a response, so the service's error type is [`Infallible`].
+//! reading the body). Failures become answers in Elasticsearch's error shape: 502 when no node can
+//! be reached, the connection breaks before a response, or the answer's framing is ambiguous; 503
+//! when esgate cannot open a connection for a reason of its own (descriptors, memory); 504 when a
+//! GET, HEAD or OPTIONS does not get the start of its answer within `response_timeout` (see
+//! [`timed`]); 400 when the client's own request body breaks while it is sent. This is the only
+//! place where an error turns into a response, so the service's error type is [`Infallible`].
+//!
+//! Retries, all on a connection where nothing of the request can have been acted on twice: a
+//! request that was not sent at all (connection refused, pooled connection found closed) goes to
+//! a new connection or the next node; a request that went out on a *reused* connection which the
+//! node closed before any answer (it had closed its keep-alive end as the request crossed) is sent
+//! once more on a new connection when its method is idempotent (RFC 9110 §9.2.2) and its body is
+//! complete in memory ([`replayable`]). A streamed body is never sent twice.
 
 mod body;
 mod health;
@@ -28,14 +37,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::header::{HeaderValue, EXPECT, HOST, TE};
-use http::{Request, Response, Uri, Version};
+use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::client::conn::http1::Builder;
 use tokio::sync::oneshot;
 
 pub use self::body::UpstreamBody;
 use self::nodes::{Learned, Nodes};
-use self::pool::{ConnectError, Idle, Sender};
+use self::pool::{ConnectError, Holder, Idle, Sender};
 use crate::audit::redact::redact_secrets;
 use crate::body::Body;
 use crate::config::{Config, EsVersion, UpstreamConfig};
@@ -43,6 +52,14 @@ use crate::es_error;
 use crate::hop::strip_hop_by_hop;
 use crate::metrics::{Metrics, UpstreamError};
 use crate::tls::ClientTls;
+
+/// The `type` of the error esgate answers when it cannot open an upstream connection for a reason
+/// of its own host (503): no file descriptors, memory or local ports left.
+pub const UNAVAILABLE_TYPE: &str = "esgate_unavailable_exception";
+/// The `type` of the error esgate answers when the client's request body breaks while it is sent
+/// upstream (400): malformed chunked encoding, or the client went away mid-body. The same type as
+/// esgate's other answers to a request whose framing breaks HTTP/1.1.
+pub const BAD_REQUEST_BODY_TYPE: &str = "esgate_bad_request_exception";
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
@@ -181,7 +198,11 @@ impl Upstream {
             shared: self.shared.clone(),
             conn: Arc::new(ConnState {
                 info,
-                local: Mutex::new(Local { slots: Vec::new(), rr }),
+                local: Mutex::new(Local {
+                    slots: Vec::new(),
+                    rr,
+                    held: false,
+                }),
                 pool_idle_timeout: self.shared.pool_idle_timeout,
                 pool_max_idle_per_node: self.shared.pool_max_idle_per_node,
             }),
@@ -211,6 +232,9 @@ struct ConnState {
 struct Local {
     slots: Vec<Option<Idle>>,
     rr: usize,
+    /// Registered with this thread's pool timer, which releases the slots after
+    /// [`pool::RELEASE_AFTER`] without a request.
+    held: bool,
 }
 
 impl std::fmt::Debug for Local {
@@ -223,8 +247,33 @@ impl Drop for ConnState {
     fn drop(&mut self) {
         let local = self.local.get_mut().unwrap_or_else(PoisonError::into_inner);
         for idle in local.slots.drain(..).flatten() {
-            pool::park(idle, self.pool_idle_timeout, self.pool_max_idle_per_node);
+            pool::park(idle, self.pool_max_idle_per_node);
         }
+    }
+}
+
+impl Holder for ConnState {
+    fn release(&self, now: Instant) -> bool {
+        let mut local = self.lock();
+        let mut holding = false;
+        for slot in local.slots.iter_mut() {
+            let Some(idle) = slot else { continue };
+            if idle.send.is_closed() {
+                *slot = None;
+            } else if !idle.send.is_ready() {
+                // Its answer is still being read (or relayed): busy, not idle.
+                idle.since = now;
+                holding = true;
+            } else if now.saturating_duration_since(idle.since) >= pool::RELEASE_AFTER {
+                if let Some(idle) = slot.take() {
+                    pool::park(idle, self.pool_max_idle_per_node);
+                }
+            } else {
+                holding = true;
+            }
+        }
+        local.held = holding;
+        holding
     }
 }
 
@@ -243,15 +292,27 @@ impl ConnState {
         self.lock().slots.get_mut(index).and_then(Option::take)
     }
 
-    fn put(&self, index: usize, node: u64, send: Sender) {
+    fn put(self: &Arc<Self>, index: usize, node: u64, send: Sender) {
         let mut local = self.lock();
         if local.slots.len() <= index {
             local.slots.resize_with(index + 1, || None);
         }
-        if let Some(previous) = local.slots[index].replace(Idle::new(node, send)) {
-            drop(local);
-            pool::park(previous, self.pool_idle_timeout, self.pool_max_idle_per_node);
+        let previous = local.slots[index].replace(Idle::new(node, send, self.pool_idle_timeout));
+        let register = !std::mem::replace(&mut local.held, true);
+        drop(local);
+        if let Some(previous) = previous {
+            pool::park(previous, self.pool_max_idle_per_node);
         }
+        if register {
+            let weak: std::sync::Weak<dyn Holder> = Arc::downgrade(self) as std::sync::Weak<ConnState>;
+            pool::hold(weak);
+        }
+    }
+
+    /// Closes the connection of slot `index` (its framing or state cannot be trusted).
+    fn discard(&self, index: usize) {
+        let idle = self.lock().slots.get_mut(index).and_then(Option::take);
+        drop(idle);
     }
 }
 
@@ -328,8 +389,19 @@ fn append_list(headers: &mut http::HeaderMap, name: &'static str, value: &str) {
 enum Failure {
     /// Nothing was sent: the request comes back and may go to another node.
     NotSent(Request<UpstreamBody>, String),
+    /// Sent on a reused connection that the node closed before answering; this copy may be sent
+    /// once more on a new connection (see [`replayable`]).
+    Stale(Request<UpstreamBody>, String),
     /// Part of the request may have reached the node: answer, do not retry.
     Answered(Response<Body>),
+}
+
+/// Why no node answered, for the final error.
+enum NoAnswer {
+    /// A node could not be reached or broke the connection: 502.
+    Node(String),
+    /// esgate could not open a connection for a reason of its own: 503.
+    Local(String),
 }
 
 impl UpstreamService {
@@ -345,25 +417,38 @@ impl UpstreamService {
                 query.unwrap_or_default(),
             )
         });
-        let mut last_error = String::from("no upstream node is configured");
+        let mut last = NoAnswer::Node(String::from("no upstream node is configured"));
         let mut tried = false;
         for index in shared.nodes.plan(self.conn.next_start()) {
             if std::mem::replace(&mut tried, true) {
                 shared.metrics.upstream_retry();
             }
-            // A stale pooled connection may fail before sending; then one fresh one is tried.
-            for fresh in [false, true] {
-                let send = match self.checkout(index, fresh).await {
-                    Ok(send) => send,
+            // A stale pooled connection may fail before sending (or, for a replayable request,
+            // before answering); then one fresh connection is tried.
+            let mut fresh = false;
+            loop {
+                let (send, reused) = match self.checkout(index, fresh).await {
+                    Ok(checked_out) => checked_out,
+                    Err(e) if e.is_local() => {
+                        // Says nothing of the node: it stays live. Another node may still have a
+                        // parked connection to offer.
+                        shared.metrics.upstream_local_error();
+                        let node = &shared.nodes.get(index).authority;
+                        tracing::warn!(%node, error = %e, "cannot open an upstream connection (a local limit, not the node)");
+                        last = NoAnswer::Local(format!("{node}: {e}"));
+                        break;
+                    }
                     Err(e) => {
                         shared.metrics.upstream_error(UpstreamError::Connect);
                         shared.nodes.mark_dead(index);
                         tracing::warn!(node = %shared.nodes.get(index).authority, error = %e, "upstream node unreachable");
-                        last_error = format!("{}: {e}", shared.nodes.get(index).authority);
+                        if !matches!(last, NoAnswer::Local(_)) {
+                            last = NoAnswer::Node(format!("{}: {e}", shared.nodes.get(index).authority));
+                        }
                         break;
                     }
                 };
-                match self.attempt(index, send, req, &mut sent).await {
+                match self.attempt(index, send, reused, req, &mut sent).await {
                     Ok(mut response) => {
                         let node = shared.nodes.get(index);
                         if let (Some(t0), Some((m, path, query))) = (started, &method) {
@@ -380,43 +465,63 @@ impl UpstreamService {
                     Err(Failure::Answered(response)) => return response,
                     Err(Failure::NotSent(back, why)) => {
                         req = back;
-                        last_error = why;
+                        if !matches!(last, NoAnswer::Local(_)) {
+                            last = NoAnswer::Node(why);
+                        }
+                        if std::mem::replace(&mut fresh, true) {
+                            break;
+                        }
+                    }
+                    Err(Failure::Stale(copy, why)) => {
+                        // Only ever from a reused connection; the next one is new, so at most once.
+                        shared.metrics.upstream_replay();
+                        tracing::debug!(node = %shared.nodes.get(index).authority, error = %why, "reused upstream connection closed before an answer; sending the request again on a new one");
+                        req = copy;
+                        fresh = true;
                     }
                 }
             }
         }
-        es_error::bad_gateway(&format!("no Elasticsearch node could be reached ({last_error})"))
+        match last {
+            NoAnswer::Node(why) => es_error::bad_gateway(&format!("no Elasticsearch node could be reached ({why})")),
+            NoAnswer::Local(why) => {
+                let status = StatusCode::SERVICE_UNAVAILABLE;
+                let reason = format!("esgate cannot open a connection to Elasticsearch now ({why})");
+                es_error::json_response(status, es_error::error_body(status, UNAVAILABLE_TYPE, &reason))
+            }
+        }
     }
 
     /// An upstream connection to node `index`: this client connection's own, a parked one,
-    /// or a new one (always new when `fresh`).
-    async fn checkout(&self, index: usize, fresh: bool) -> Result<Sender, ConnectError> {
+    /// or a new one (always new when `fresh`). True with a connection that was used before.
+    async fn checkout(&self, index: usize, fresh: bool) -> Result<(Sender, bool), ConnectError> {
         let shared = &*self.shared;
         let node = shared.nodes.get(index);
         if !fresh {
             if let Some(idle) = self.conn.take(index) {
-                if idle.usable(shared.pool_idle_timeout) {
+                if idle.usable() {
                     let mut send = idle.send;
                     if send.ready().await.is_ok() {
-                        return Ok(send);
+                        return Ok((send, true));
                     }
                 }
             }
-            while let Some(mut send) = pool::take_parked(node.id, shared.pool_idle_timeout) {
+            while let Some(mut send) = pool::take_parked(node.id) {
                 if send.ready().await.is_ok() {
-                    return Ok(send);
+                    return Ok((send, true));
                 }
             }
         }
         let send = pool::connect(node, &shared.client, shared.connect_timeout, shared.tls.as_ref()).await?;
         shared.nodes.mark_alive(index);
-        Ok(send)
+        Ok((send, false))
     }
 
     async fn attempt(
         &self,
         index: usize,
         mut send: Sender,
+        reused: bool,
         mut req: Request<UpstreamBody>,
         sent: &mut Option<oneshot::Receiver<()>>,
     ) -> Result<Response<Body>, Failure> {
@@ -425,11 +530,14 @@ impl UpstreamService {
         if shared.rewrite_host {
             req.headers_mut().insert(HOST, node.host_header.clone());
         }
+        let limit = timed(req.method(), shared.response_timeout);
+        // Only a reused connection can have been closed by the node as the request crossed it.
+        let copy = if reused { replayable(&req) } else { None };
         let response = send.try_send_request(req);
         // The connection is free again as soon as this response has been read; the next request
         // of this client connection cannot start before that.
         self.conn.put(index, node.id, send);
-        let result = match shared.response_timeout {
+        let result = match limit {
             None => response.await,
             Some(limit) => {
                 let deadline = async {
@@ -456,21 +564,183 @@ impl UpstreamService {
         match result {
             Ok(response) => {
                 let (mut parts, incoming) = response.into_parts();
+                if ambiguous_framing(&parts.headers) {
+                    // hyper reads such a body as chunked and keeps `Content-Length`; relayed, the
+                    // length would cut the body short without a word. Nor can the connection be
+                    // trusted for another request.
+                    drop(incoming);
+                    self.conn.discard(index);
+                    shared.metrics.upstream_bad_framing();
+                    tracing::warn!(node = %node.authority, "upstream answer with both Content-Length and Transfer-Encoding refused");
+                    return Err(Failure::Answered(es_error::bad_gateway(&format!(
+                        "Elasticsearch node [{}] sent an answer with both Content-Length and Transfer-Encoding",
+                        node.authority
+                    ))));
+                }
                 strip_hop_by_hop(&mut parts.headers);
                 Ok(Response::from_parts(parts, Body::Incoming(incoming)))
             }
             Err(mut e) => match e.take_message() {
                 Some(req) => Err(Failure::NotSent(req, format!("{}: {}", node.authority, e.error()))),
                 None => {
-                    tracing::warn!(node = %node.authority, error = %e.error(), "upstream connection failed before a response");
-                    shared.metrics.upstream_error(UpstreamError::Broken);
-                    Err(Failure::Answered(es_error::bad_gateway(&format!(
-                        "the connection to Elasticsearch node [{}] failed before a response: {}",
-                        node.authority,
-                        e.error()
-                    ))))
+                    let e = e.into_error();
+                    if e.is_user() {
+                        // The request body esgate was streaming failed: the client's doing (a
+                        // malformed chunked body, or it went away mid-body), not the node's.
+                        self.conn.discard(index);
+                        shared.metrics.client_body_error();
+                        let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+                        tracing::debug!(node = %node.authority, error = %cause, "client request body failed while sent upstream");
+                        let status = StatusCode::BAD_REQUEST;
+                        let reason = format!("the request body could not be read: {cause}");
+                        return Err(Failure::Answered(es_error::json_response(
+                            status,
+                            es_error::error_body(status, BAD_REQUEST_BODY_TYPE, &reason),
+                        )));
+                    }
+                    match copy {
+                        Some(copy) if closed_before_answer(&e) => {
+                            Err(Failure::Stale(copy, format!("{}: {e}", node.authority)))
+                        }
+                        _ => {
+                            tracing::warn!(node = %node.authority, error = %e, "upstream connection failed before a response");
+                            shared.metrics.upstream_error(UpstreamError::Broken);
+                            Err(Failure::Answered(es_error::bad_gateway(&format!(
+                                "the connection to Elasticsearch node [{}] failed before a response: {e}",
+                                node.authority
+                            ))))
+                        }
+                    }
                 }
             },
         }
+    }
+}
+
+/// The response timeout that applies to a request with `method`: only to GET, HEAD and OPTIONS.
+///
+/// The official clients retry a 504 (the Node.js client four times at once, elasticsearch-py and
+/// the connectors service too), but not their own timeouts. A 504 from esgate on a write would make
+/// them send the write again while the node may still be applying the first one: a duplicate
+/// document, a bulk applied twice. So writes (and every other method) are never cut off by esgate;
+/// they wait for the node, and the client's own timeout decides, exactly as without esgate. A read
+/// sent twice is harmless, so `response_timeout` may turn a silent node into a 504 for those.
+fn timed(method: &Method, limit: Option<Duration>) -> Option<Duration> {
+    limit.filter(|_| matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS))
+}
+
+/// A copy of `req` to send again should the reused connection turn out closed before any answer:
+/// for idempotent methods (RFC 9110 §9.2.2: sending one twice has the effect of sending it once)
+/// with a body that is complete in memory (none, or a buffer). `None` otherwise: a streamed body
+/// can be sent only once, and a POST may have been acted on.
+fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent {
+        return None;
+    }
+    let body = req.body().replayable()?;
+    let mut copy = Request::new(body);
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    // Holds hyper's record of the client's header case, kept with `preserve_header_case`.
+    *copy.extensions_mut() = req.extensions().clone();
+    Some(copy)
+}
+
+/// True when hyper says the connection ended before an answer started: EOF where the answer
+/// should be (`is_incomplete_message`), the connection task gone (`is_canceled`), or the node's
+/// reset of a connection it had closed (a read or write on it failed with a reset or broken pipe).
+fn closed_before_answer(e: &hyper::Error) -> bool {
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// An answer framed two ways (RFC 9112 §6.3: "ought to be handled as an error"); a proxy relaying
+/// it is how bodies get cut short or requests smuggled.
+fn ambiguous_framing(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(CONTENT_LENGTH) && headers.contains_key(TRANSFER_ENCODING)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, body: Body) -> Request<UpstreamBody> {
+        let mut req = Request::new(UpstreamBody::new(body).0);
+        *req.method_mut() = method;
+        req.headers_mut().insert("x-a", HeaderValue::from_static("1"));
+        req
+    }
+
+    #[test]
+    fn only_reads_are_timed() {
+        let limit = Some(Duration::from_secs(1));
+        for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
+            assert_eq!(timed(&method, limit), limit, "{method}");
+        }
+        for method in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH] {
+            assert_eq!(timed(&method, limit), None, "{method}");
+        }
+        assert_eq!(timed(&Method::GET, None), None);
+    }
+
+    #[test]
+    fn idempotent_requests_with_complete_bodies_are_replayable() {
+        let copy = replayable(&req(Method::PUT, Body::full("{\"error\":null}"))).expect("a PUT with a buffer");
+        assert_eq!(copy.method(), Method::PUT);
+        assert_eq!(copy.headers()["x-a"], "1");
+        assert_eq!(http_body::Body::size_hint(copy.body()).exact(), Some(14));
+        assert!(replayable(&req(Method::GET, Body::Empty)).is_some());
+        assert!(replayable(&req(Method::DELETE, Body::Empty)).is_some());
+        // Not idempotent, even with a buffer.
+        assert!(replayable(&req(Method::POST, Body::full("{}"))).is_none());
+        assert!(replayable(&req(Method::PATCH, Body::Empty)).is_none());
+        // A streamed body can be sent only once.
+        assert!(replayable(&req(Method::PUT, Body::boxed(Streamed))).is_none());
+    }
+
+    /// A body of unknown length, as a client's streamed one.
+    struct Streamed;
+
+    impl http_body::Body for Streamed {
+        type Data = bytes::Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+            Poll::Ready(None)
+        }
+    }
+
+    #[test]
+    fn both_lengths_are_ambiguous() {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(!ambiguous_framing(&headers));
+        headers.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        assert!(ambiguous_framing(&headers));
+        headers.remove(CONTENT_LENGTH);
+        assert!(!ambiguous_framing(&headers));
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use super::body::UpstreamBody;
 use super::health::join_all;
 use super::nodes::Learned;
-use super::pool::{self, ConnectError};
+use super::pool;
 use super::Upstream;
 use crate::body::Body;
 use crate::elasticsearch::{Dialect, DialectSet, Knowledge, Version};
@@ -205,7 +205,7 @@ impl Upstream {
         let attempt = async {
             let mut send = pool::connect(node, &shared.client, shared.connect_timeout, shared.tls.as_ref())
                 .await
-                .map_err(|e| match is_local(&e) {
+                .map_err(|e| match e.is_local() {
                     true => Failed::Local(e.to_string()),
                     false => Failed::Node(e.to_string()),
                 })?;
@@ -288,30 +288,6 @@ fn find_reason(value: &Value, depth: usize) -> Option<u8> {
     }
 }
 
-/// True when a connection failed for a reason of esgate's own host (no descriptors, memory,
-/// buffers or local ports left): nothing to hold against the node.
-pub(crate) fn is_local(e: &ConnectError) -> bool {
-    match e {
-        ConnectError::Io(io) => is_local_io(io),
-        _ => false,
-    }
-}
-
-fn is_local_io(e: &std::io::Error) -> bool {
-    if e.kind() == std::io::ErrorKind::OutOfMemory {
-        return true;
-    }
-    // EMFILE, ENFILE and ENOMEM share their numbers on Linux and the BSDs; ENOBUFS and
-    // EADDRNOTAVAIL do not.
-    const SHARED: [i32; 3] = [24, 23, 12];
-    #[cfg(target_os = "linux")]
-    const OWN: [i32; 2] = [105, 99];
-    #[cfg(not(target_os = "linux"))]
-    const OWN: [i32; 2] = [55, 49];
-    e.raw_os_error()
-        .is_some_and(|n| SHARED.contains(&n) || OWN.contains(&n))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,14 +349,5 @@ mod tests {
         ] {
             assert_eq!(compat_major(body), None, "{}", String::from_utf8_lossy(body));
         }
-    }
-
-    #[test]
-    fn local_limits_are_not_the_nodes_fault() {
-        let emfile = ConnectError::Io(std::io::Error::from_raw_os_error(24));
-        assert!(is_local(&emfile));
-        let refused = ConnectError::Io(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(!is_local(&refused));
-        assert!(!is_local(&ConnectError::Timeout(Duration::from_secs(1))));
     }
 }
