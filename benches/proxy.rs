@@ -221,6 +221,7 @@ fn audit(c: &mut Criterion) {
             connector_id: "my-connector".into(),
             verdict: Verdict::Forwarded,
             error_text: Some("Connection refused by upstream host db-1:5432 after 3 tries".into()),
+            error_length: "Connection refused by upstream host db-1:5432 after 3 tries".len(),
             knowledge: esgate::elasticsearch::Knowledge::UNKNOWN,
         }),
         upstream: Some((

@@ -135,6 +135,8 @@ impl Event {
                     o.obj("connector", |c| {
                         c.str("id", &record.connector_id);
                         if let Some(text) = &record.error_text {
+                            // The guard keeps only the start of a long text.
+                            let cut_before = record.error_length > text.len();
                             let text = if policy.redact_error_secrets {
                                 redact_secrets(text)
                             } else {
@@ -142,8 +144,9 @@ impl Event {
                             };
                             let (kept, cut) = truncate(&text, policy.max_error_length);
                             c.str("error", kept);
-                            c.bool("error_truncated", cut);
-                            c.num("error_length", text.len() as u64);
+                            c.bool("error_truncated", cut || cut_before);
+                            let length = if cut_before { record.error_length } else { text.len() };
+                            c.num("error_length", length as u64);
                         }
                     });
                     let verdict = match &record.verdict {
@@ -362,6 +365,7 @@ mod tests {
                 reason: "[1:2] bad".into(),
             }),
             error_text: None,
+            error_length: 0,
             knowledge: crate::elasticsearch::Knowledge::UNKNOWN,
         };
         let v: Value = serde_json::from_slice(&event(Some(record)).to_json(POLICY)).expect("json");
@@ -382,6 +386,7 @@ mod tests {
             connector_id: "c1".into(),
             verdict: Verdict::Forwarded,
             error_text: Some("pwd=hunter2 and more".into()),
+            error_length: 20,
             knowledge: crate::elasticsearch::Knowledge::UNKNOWN,
         };
         let mut e = event(Some(record));

@@ -7,6 +7,8 @@ use std::io::Read;
 use bytes::Bytes;
 use http::header::{GetAll, HeaderValue};
 
+use super::budget::{Budget, Held, Reservation, Tripped};
+
 /// The body as Elasticsearch's handler would see it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded {
@@ -23,41 +25,112 @@ pub enum Decoded {
 
 /// Decodes `raw` according to the request's `Content-Encoding` values.
 pub fn decode_body(encodings: GetAll<'_, HeaderValue>, raw: &[u8], limit: usize) -> Decoded {
+    let Ok(reservation) = Budget::unshared(usize::MAX).reserve(0) else {
+        return Decoded::TooLarge;
+    };
+    match decode_into(encodings, raw, limit, reservation) {
+        Ok(decoded) => decoded,
+        // An unbounded budget does not trip.
+        Err(_) => Decoded::TooLarge,
+    }
+}
+
+/// As [`decode_body`], with the decoded buffer paid for by `budget` as it grows: a body whose
+/// decoded form would pass the budget stops decoding there, with the trip. The decoded bytes
+/// give their reservation back when dropped.
+pub fn decode_budgeted(
+    encodings: GetAll<'_, HeaderValue>,
+    raw: &[u8],
+    limit: usize,
+    budget: &Budget,
+) -> Result<Decoded, Tripped> {
+    decode_into(encodings, raw, limit, budget.reserve(0)?)
+}
+
+/// The first allocation of a decoded body.
+const FIRST_CHUNK: usize = 64 * 1024;
+
+fn decode_into(
+    encodings: GetAll<'_, HeaderValue>,
+    raw: &[u8],
+    limit: usize,
+    mut reservation: Reservation,
+) -> Result<Decoded, Tripped> {
     let mut values = encodings.iter();
     let Some(value) = values.next() else {
-        return Decoded::Identity;
+        return Ok(Decoded::Identity);
     };
     if values.next().is_some() {
-        return Decoded::Unknown("several Content-Encoding headers");
+        return Ok(Decoded::Unknown("several Content-Encoding headers"));
     }
     let Ok(value) = value.to_str() else {
-        return Decoded::Unknown("an unreadable Content-Encoding header");
+        return Ok(Decoded::Unknown("an unreadable Content-Encoding header"));
     };
     let encoding = value.trim();
-    let reader: Box<dyn Read + '_> = if encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("x-gzip")
-    {
-        Box::new(flate2::read::GzDecoder::new(raw))
-    } else if encoding.eq_ignore_ascii_case("deflate") || encoding.eq_ignore_ascii_case("x-deflate") {
-        if looks_like_zlib(raw) {
-            Box::new(flate2::read::ZlibDecoder::new(raw))
+    let mut reader: Box<dyn Read + '_> =
+        if encoding.eq_ignore_ascii_case("gzip") || encoding.eq_ignore_ascii_case("x-gzip") {
+            Box::new(flate2::read::GzDecoder::new(raw))
+        } else if encoding.eq_ignore_ascii_case("deflate") || encoding.eq_ignore_ascii_case("x-deflate") {
+            if looks_like_zlib(raw) {
+                Box::new(flate2::read::ZlibDecoder::new(raw))
+            } else {
+                Box::new(flate2::read::DeflateDecoder::new(raw))
+            }
+        } else if encoding.eq_ignore_ascii_case("identity") || encoding.is_empty() {
+            return Ok(Decoded::Identity);
         } else {
-            Box::new(flate2::read::DeflateDecoder::new(raw))
-        }
-    } else if encoding.eq_ignore_ascii_case("identity") || encoding.is_empty() {
-        return Decoded::Identity;
-    } else {
-        return Decoded::Unknown("a Content-Encoding that esgate does not decode");
-    };
+            return Ok(Decoded::Unknown("a Content-Encoding that esgate does not decode"));
+        };
     if raw.is_empty() {
-        return Decoded::Plain(Bytes::new());
+        return Ok(Decoded::Plain(Bytes::new()));
     }
-    let mut out = Vec::new();
     // One byte over the limit is enough to know the body is too large.
-    match reader.take(limit as u64 + 1).read_to_end(&mut out) {
-        Ok(_) if out.len() > limit => Decoded::TooLarge,
-        Ok(_) => Decoded::Plain(Bytes::from(out)),
-        Err(_) => Decoded::Unknown("a body that does not decompress"),
+    let most = limit.saturating_add(1);
+    let mut out: Vec<u8> = Vec::new();
+    loop {
+        if out.len() >= most {
+            return Ok(Decoded::TooLarge);
+        }
+        if out.len() == out.capacity() {
+            // A full buffer grows only when there is more to come.
+            let mut probe = [0u8; 64];
+            let n = match reader.read(&mut probe) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(_) => return Ok(Decoded::Unknown("a body that does not decompress")),
+            };
+            // Doubling when the budget allows it; else in steps, until the budget says no.
+            let cap = out.capacity();
+            let preferred = cap.saturating_mul(2).max(FIRST_CHUNK).min(most);
+            let step = (cap + FIRST_CHUNK.max(cap / 8)).min(most);
+            let grown = match reservation.try_grow(preferred - cap) {
+                Ok(()) => preferred,
+                Err(_) => {
+                    reservation.grow(step - cap)?;
+                    step
+                }
+            };
+            out.reserve_exact(grown - out.len());
+            out.extend_from_slice(&probe[..n.min(grown - out.len())]);
+            if out.len() >= most {
+                return Ok(Decoded::TooLarge);
+            }
+        }
+        // Reads no more than the room left, so the buffer never grows behind the budget.
+        let room = (out.capacity() - out.len()) as u64;
+        match (&mut reader).take(room).read_to_end(&mut out) {
+            Ok(n) if (n as u64) < room => break,
+            Ok(_) => {}
+            Err(_) => return Ok(Decoded::Unknown("a body that does not decompress")),
+        }
     }
+    if out.len() > limit {
+        return Ok(Decoded::TooLarge);
+    }
+    if out.capacity() - out.len() > 64 * 1024 {
+        out.shrink_to_fit();
+    }
+    Ok(Decoded::Plain(Held::new(out, reservation).into_bytes()))
 }
 
 /// A zlib header: compression method 8 and a header checksum divisible by 31 (RFC 1950).
@@ -83,6 +156,10 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).expect("write");
         e.finish().expect("finish")
+    }
+
+    fn h_gzip() -> http::HeaderMap {
+        header("gzip")
     }
 
     #[test]
@@ -127,6 +204,21 @@ mod tests {
             decode_body(h.get_all("content-encoding"), b"x", 100),
             Decoded::Unknown(_)
         ));
+        let budget = Budget::unshared(1 << 20);
+        let big = vec![b'x'; 200_000];
+        match decode_budgeted(h_gzip().get_all("content-encoding"), &gzip(&big), 1 << 30, &budget) {
+            Ok(Decoded::Plain(bytes)) => {
+                assert_eq!(&bytes[..], &big[..]);
+                assert!(budget.held() >= big.len() as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(budget.held(), 0, "the decoded body gave its bytes back");
+        let small = Budget::unshared(100_000);
+        let tripped = decode_budgeted(h_gzip().get_all("content-encoding"), &gzip(&big), 1 << 30, &small)
+            .expect_err("over the budget");
+        assert!(tripped.wanted > 100_000 && tripped.limit == 100_000);
+        assert_eq!(small.held(), 0);
         let none = http::HeaderMap::new();
         assert_eq!(
             decode_body(none.get_all("content-encoding"), b"x", 100),

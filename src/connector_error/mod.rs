@@ -12,9 +12,11 @@
 //! forwarded unchanged and Elasticsearch answers.
 //!
 //! The Elasticsearch model the layer applies is pure and lives in [`crate::elasticsearch`]; here
-//! are the HTTP side of it: [`service`] (the guard: body reading, the agreement rule over the
-//! candidate dialects, forwarding), [`layer`], [`decode`] (gzip/deflate), [`auth`] (the optional
-//! credential check) and [`verdict`] (the record of what was done). Every response to the route carries an [`Intercepted`] record in its extensions (what
+//! are the HTTP side of it: [`service`] (the guard: the agreement rule over the candidate
+//! dialects, forwarding), [`read`] (the body read into one buffer, with a deadline; lingering
+//! after an early answer), [`budget`] (the bytes of all bodies held at once, and the 429 past
+//! it), [`layer`], [`decode`] (gzip/deflate), [`auth`] (the optional credential check) and
+//! [`verdict`] (the record of what was done). Every response to the route carries an [`Intercepted`] record in its extensions (what
 //! was done and why), which the audit trail and metrics read. With `report_only`, calls that would
 //! be refused are forwarded unchanged and recorded as [`Verdict::WouldReject`]. Reference:
 //! `docs/connector-error.md` and `docs/dialects.md`.
@@ -29,7 +31,9 @@
 //!     max_body_size: 1 << 20,
 //!     auth: None,
 //!     report_only: false,
-//!     keep_error_text: false,
+//!     error_text_limit: None,
+//!     body_read_timeout: Some(std::time::Duration::from_secs(30)),
+//!     budget: esgate::connector_error::Budget::unshared(48 << 20),
 //!     knowledge: esgate::elasticsearch::SharedKnowledge::default(),
 //! });
 //! let stack = ServiceBuilder::new().layer(layer).service(tower::service_fn(
@@ -41,12 +45,15 @@
 //! ```
 
 pub mod auth;
+pub mod budget;
 pub mod decode;
 pub mod layer;
+pub mod read;
 pub mod service;
 pub mod verdict;
 
 pub use auth::AuthCheck;
+pub use budget::Budget;
 pub use layer::ConnectorErrorLayer;
 pub use service::{ConnectorErrorGuard, GuardConfig};
 pub use verdict::{Intercepted, Rejection, Verdict};

@@ -2,32 +2,53 @@
 //!
 //! Requests that are not `PUT /_connector/<id>/_error` go to the inner service untouched and
 //! unbuffered: the route is matched synchronously on the method and raw path, and the inner
-//! service's own future is returned. Matched requests have their body read (with a limit),
-//! decoded, and checked in Elasticsearch's order; the answer is either a local response or the
-//! inner service called with a canonical body.
+//! service's own future is returned. Matched requests have their body read into one buffer (with
+//! a size limit, a deadline without progress, and a budget over all requests), decoded, and
+//! checked in Elasticsearch's order; the answer is either a local response or the inner service
+//! called with a canonical body: the very bytes received when they already are canonical.
+//!
+//! Memory: a body costs one buffer of its size (plus its decoded form when it came encoded, plus
+//! a canonical body only when it differs), each paid for in the [`Budget`]. Bodies above
+//! [`INLINE_CHECK_BYTES`] are decoded and checked on tokio's blocking pool, so a large one does
+//! not stall the other connections of its worker thread.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{HeaderValue, CONTENT_ENCODING, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::auth::{AuthCheck, Outcome};
-use super::decode::{decode_body, Decoded};
+use super::budget::{Budget, Held};
+use super::decode::{decode_budgeted, Decoded};
+use super::read::{linger, read_body, ReadError};
 use super::verdict::{Intercepted, Rejection, Verdict};
 use crate::body::Body;
+use crate::elasticsearch::jackson::canonical_literal;
 use crate::elasticsearch::request::{precheck_agreed, Precheck};
 use crate::elasticsearch::route::{match_path, ConnectorId, Route};
 use crate::elasticsearch::{
     check_body_agreed, check_connector_id, BodyVerdict, DialectSet, Knowledge, SharedKnowledge,
 };
 use crate::es_error;
+
+/// Bodies up to this size (as received) are checked on the worker thread; larger ones, and
+/// encoded ones above [`INLINE_ENCODED_BYTES`], on the blocking pool.
+pub const INLINE_CHECK_BYTES: usize = 256 * 1024;
+/// Encoded bodies up to this size are decoded and checked inline (a small one may expand a lot).
+pub const INLINE_ENCODED_BYTES: usize = 4 * 1024;
+/// Bytes of error text kept beyond the audit's own cut, so that secret redaction (run on the
+/// kept text) still sees what follows the cut, such as the `@` closing a URL's credentials.
+pub const REDACTION_CONTEXT: usize = 4 * 1024;
+
+/// The `type` of the error esgate answers when an intercepted body stopped arriving (408).
+pub const REQUEST_TIMEOUT_TYPE: &str = "esgate_request_timeout_exception";
 
 /// Settings of the connector-error checks.
 #[derive(Debug)]
@@ -38,8 +59,16 @@ pub struct GuardConfig {
     pub auth: Option<AuthCheck>,
     /// Forward every call; record refusals as [`Verdict::WouldReject`] instead of answering them.
     pub report_only: bool,
-    /// Put the `error` text of valid calls into [`Intercepted::error_text`] (for auditing).
-    pub keep_error_text: bool,
+    /// Put the start of the `error` text of valid calls into [`Intercepted::error_text`] (for
+    /// auditing): this many bytes of it (`audit.max_error_length`), cut at a character boundary,
+    /// plus [`REDACTION_CONTEXT`]. `None`: no text is kept.
+    pub error_text_limit: Option<usize>,
+    /// Longest wait for the next part of an intercepted body (`server.body_read_timeout`); then
+    /// 408. `None`: no limit.
+    pub body_read_timeout: Option<Duration>,
+    /// Bytes of all intercepted bodies held at once (`connector_error.max_buffered_bytes`); a
+    /// call that would pass it gets 429.
+    pub budget: Budget,
     /// The dialects of the nodes calls may go to: learned by the upstream's version probes, or
     /// pinned. A call is answered locally only when every one of them answers it alike.
     pub knowledge: SharedKnowledge,
@@ -164,17 +193,29 @@ where
         }
         Knowledge::Dialects(dialects) => check(inner, &config, dialects, req, &connector_id).await?,
     };
+    let (error_text, error_length) = match error_text {
+        Some(ErrorText { text, length }) => (Some(text), length),
+        None => (None, 0),
+    };
     response.extensions_mut().insert(Intercepted {
         connector_id,
         verdict,
         error_text,
+        error_length,
         knowledge,
     });
     Ok(response)
 }
 
+/// The kept start of an `error` text and the length of the whole.
+#[derive(Debug, PartialEq, Eq)]
+struct ErrorText {
+    text: String,
+    length: usize,
+}
+
 /// A response, what was done, and the `error` text of a valid call.
-type Checked = (Response<Body>, Verdict, Option<String>);
+type Checked = (Response<Body>, Verdict, Option<ErrorText>);
 
 /// Why a call is forwarded unchecked, beyond the model's own reasons.
 pub mod unchecked {
@@ -182,6 +223,8 @@ pub mod unchecked {
     pub const VERSION_DEPENDENT: &str = "the answer depends on the Elasticsearch version";
     /// A node runs a version esgate does not model (before 8.16, or after 9.x).
     pub const UNMODELLED_VERSION: &str = "the Elasticsearch version is not modelled";
+    /// The check of a large body did not complete (its task failed).
+    pub const CHECK_FAILED: &str = "the check of the body did not complete";
 }
 
 /// The checks in Elasticsearch's order (`docs/connector-error.md`, "Order of checks"), for a node
@@ -197,83 +240,239 @@ where
     S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
     let limit = config.max_body_size;
 
-    // 1. The HTTP layer: size limit and decompression. The limit bounds memory, so it holds in
-    // report-only mode too.
+    // 1. The HTTP layer: size limit, deadline, budget, then decompression. These bound memory,
+    // so they hold in report-only mode too.
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // A client waiting for `100 Continue` sends no body when answered first: nothing to drain
+    // (and draining would ask for the body).
+    let expects_continue = parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if declared.is_some_and(|n| n > limit as u64) {
+        if !expects_continue {
+            linger(body);
+        }
         return Ok(local(too_large(limit)));
     }
-    let raw = match Limited::new(body, limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => return Ok(local(too_large(limit))),
+    let raw = match read_body(&mut body, declared, limit, &config.budget, config.body_read_timeout).await {
+        Ok(raw) => raw,
         Err(e) => {
-            tracing::debug!(error = %e, "could not read the request body");
-            return Ok(local(local_error(
-                StatusCode::BAD_REQUEST,
-                "esgate_body_read_exception",
-                "the request body could not be read",
-            )));
+            let (response, drain) = match e {
+                ReadError::TooLarge => (too_large(limit), true),
+                ReadError::TimedOut => (timed_out(config.body_read_timeout.unwrap_or_default()), true),
+                // With a `Content-Length`, the reservation was refused before any read.
+                ReadError::Tripped(trip) => (trip.response(), !(expects_continue && declared.is_some())),
+                ReadError::Broken(e) => {
+                    tracing::debug!(error = %e, "could not read the request body");
+                    let response = local_error(
+                        StatusCode::BAD_REQUEST,
+                        "esgate_body_read_exception",
+                        "the request body could not be read",
+                    );
+                    (response, false)
+                }
+            };
+            if drain {
+                linger(body);
+            }
+            return Ok(local(response));
         }
     };
-    let decoded = match decode_body(parts.headers.get_all(CONTENT_ENCODING), &raw, limit) {
-        Decoded::Identity => raw.clone(),
-        Decoded::Plain(bytes) => bytes,
-        Decoded::TooLarge => return Ok(local(too_large(limit))),
-        Decoded::Unknown(why) => return unchecked(inner, parts, raw, why).await,
+    drop(body);
+
+    // 1.–11.: decoding and the pure checks, on the blocking pool for a large body.
+    let encoded = parts.headers.contains_key(CONTENT_ENCODING);
+    let heavy = raw.len() > INLINE_CHECK_BYTES || (encoded && raw.len() > INLINE_ENCODED_BYTES);
+    let task = Assess {
+        raw: raw.clone(),
+        id: id.to_owned(),
+        dialects,
+        limit,
+        budget: config.budget.clone(),
+        text_limit: config.error_text_limit,
+        check_length: config.auth.is_none(),
+    };
+    let (parts, assessment) = match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if heavy => {
+            let kept = parts.clone();
+            match runtime
+                .spawn_blocking(move || {
+                    let assessment = task.run(&parts);
+                    (parts, assessment)
+                })
+                .await
+            {
+                Ok(done) => done,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the check of a connector error body failed");
+                    (kept, Assessment::Unchecked(unchecked::CHECK_FAILED))
+                }
+            }
+        }
+        _ => {
+            let assessment = task.run(&parts);
+            (parts, assessment)
+        }
     };
 
-    // 2.–6. Query string, media types, output format, content type.
-    let Some(precheck) = precheck_agreed(&parts, id, !decoded.is_empty(), dialects) else {
-        return unchecked(inner, parts, raw, unchecked::VERSION_DEPENDENT).await;
-    };
-    let plan = match precheck {
-        Precheck::Check(plan) => plan,
-        Precheck::Respond(response) if config.report_only => {
+    match assessment {
+        Assessment::Local(response) => Ok(local(response)),
+        Assessment::Unchecked(why) => unchecked(inner, parts, raw, why).await,
+        Assessment::Refuse(response) if config.report_only => {
             let rejection = rejection_of(&response);
-            return would_reject(inner, parts, raw, rejection).await;
+            would_reject(inner, parts, raw, rejection).await
         }
-        Precheck::Respond(response) => return refuse(inner, config, parts, raw, response).await,
-        Precheck::Forward(why) => return unchecked(inner, parts, raw, why).await,
-    };
+        Assessment::Refuse(response) => {
+            tracing::debug!(connector_id = %id, error_type = rejection_of(&response).label(), "connector error rejected locally");
+            refuse(inner, config, parts, raw, response).await
+        }
+        Assessment::Accept { body, error_text } => {
+            drop(raw);
+            let response = forward(inner, parts, body).await?;
+            Ok((response, Verdict::Forwarded, error_text))
+        }
+    }
+}
 
-    // 9.–11. The body, unknown parameters, the connector id; all after authentication.
-    let Some(verdict) = check_body_agreed(&decoded, dialects) else {
-        return unchecked(inner, parts, raw, unchecked::VERSION_DEPENDENT).await;
-    };
-    let literal = match verdict {
-        BodyVerdict::Defer(why) => return unchecked(inner, parts, raw, why).await,
-        BodyVerdict::Reject(e) => Err(e),
+/// What the pure checks make of a body that was read whole.
+enum Assessment {
+    /// Answer this (413, 429) as is: limits of esgate's own, applied in report-only mode too.
+    Local(Response<Body>),
+    /// Forward unchanged, for this reason.
+    Unchecked(&'static str),
+    /// Elasticsearch would answer this: answer it (after the credential check), or record it in
+    /// report-only mode.
+    Refuse(Response<Body>),
+    /// Valid: forward `body` (canonical), recording `error_text`.
+    Accept { body: Bytes, error_text: Option<ErrorText> },
+}
+
+/// The inputs of the pure checks, owned so that they can move to the blocking pool.
+struct Assess {
+    raw: Bytes,
+    id: String,
+    dialects: DialectSet,
+    limit: usize,
+    budget: Budget,
+    text_limit: Option<usize>,
+    check_length: bool,
+}
+
+impl Assess {
+    /// Decoding, then steps 2.–11. of `docs/connector-error.md`, "Order of checks".
+    fn run(self, parts: &http::request::Parts) -> Assessment {
+        let Assess {
+            raw,
+            id,
+            dialects,
+            limit,
+            budget,
+            text_limit,
+            check_length,
+        } = self;
+        let decoded = match decode_budgeted(parts.headers.get_all(CONTENT_ENCODING), &raw, limit, &budget) {
+            Err(trip) => return Assessment::Local(trip.response()),
+            Ok(Decoded::Identity) => raw,
+            Ok(Decoded::Plain(bytes)) => bytes,
+            Ok(Decoded::TooLarge) => return Assessment::Local(too_large(limit)),
+            Ok(Decoded::Unknown(why)) => return Assessment::Unchecked(why),
+        };
+
+        // 2.–6. Query string, media types, output format, content type.
+        let Some(precheck) = precheck_agreed(parts, &id, !decoded.is_empty(), dialects) else {
+            return Assessment::Unchecked(unchecked::VERSION_DEPENDENT);
+        };
+        let plan = match precheck {
+            Precheck::Check(plan) => plan,
+            Precheck::Respond(response) => return Assessment::Refuse(response),
+            Precheck::Forward(why) => return Assessment::Unchecked(why),
+        };
+
+        // 9.–11. The body, unknown parameters, the connector id; all after authentication.
+        let (literal, _literal_reservation) = match accepted_literal(&decoded, dialects) {
+            Some(Literal::Canonical(literal)) => (literal, None),
+            Some(Literal::Checked(BodyVerdict::Accept { literal })) => match budget.reserve(literal.len()) {
+                Ok(reservation) => (literal, Some(reservation)),
+                Err(trip) => return Assessment::Local(trip.response()),
+            },
+            Some(Literal::Checked(BodyVerdict::Defer(why))) => return Assessment::Unchecked(why),
+            Some(Literal::Checked(BodyVerdict::Reject(error))) => {
+                return Assessment::Refuse(plan.format.respond(&error))
+            }
+            None => return Assessment::Unchecked(unchecked::VERSION_DEPENDENT),
+        };
         // Unknown query parameters and the connector id are checked only for a valid body. The
         // id's length is checked by Elasticsearch after authorization: with the credential
         // check on, such a request goes on, since it may well get a 403 there.
-        BodyVerdict::Accept { literal } => match plan.unrecognized {
-            Some(e) => Err(e),
-            None => check_connector_id(id, config.auth.is_none()).map(|()| literal),
-        },
-    };
-    let literal = match literal {
-        Ok(literal) => literal,
-        Err(error) if config.report_only => {
-            return would_reject(inner, parts, raw, Rejection::from_error(&error)).await;
+        if let Some(error) = plan.unrecognized {
+            return Assessment::Refuse(plan.format.respond(&error));
         }
-        Err(error) => {
-            tracing::debug!(connector_id = %id, error_type = error.top().error_type, "connector error rejected locally");
-            return refuse(inner, config, parts, raw, plan.format.respond(&error)).await;
+        if let Err(error) = check_connector_id(&id, check_length) {
+            return Assessment::Refuse(plan.format.respond(&error));
         }
-    };
-    let error_text = config.keep_error_text.then(|| error_text(&literal)).flatten();
-    let canonical = BodyVerdict::canonical_body(&literal);
-    let identity = parts.headers.get(CONTENT_ENCODING).is_none();
-    let body = if identity && canonical == raw { raw } else { canonical };
-    let response = forward(inner, parts, body).await?;
-    Ok((response, Verdict::Forwarded, error_text))
+        let error_text = text_limit.and_then(|cap| error_text(&literal, cap.saturating_add(REDACTION_CONTEXT)));
+        // The bytes received (or decoded) go on when they already are canonical.
+        if is_canonical(&decoded, &literal) {
+            return Assessment::Accept {
+                body: decoded,
+                error_text,
+            };
+        }
+        drop(decoded);
+        let len = literal.len() + CANONICAL_FRAME;
+        let reservation = match budget.reserve(len) {
+            Ok(reservation) => reservation,
+            Err(trip) => return Assessment::Local(trip.response()),
+        };
+        let mut canonical = Vec::with_capacity(len);
+        canonical.extend_from_slice(CANONICAL_HEAD);
+        canonical.extend_from_slice(&literal);
+        canonical.push(b'}');
+        Assessment::Accept {
+            body: Held::new(canonical, reservation).into_bytes(),
+            error_text,
+        }
+    }
+}
+
+/// `{"error":` and `}` around the literal of a canonical body.
+const CANONICAL_HEAD: &[u8] = b"{\"error\":";
+const CANONICAL_FRAME: usize = CANONICAL_HEAD.len() + 1;
+
+/// Whether `body` is `{"error":<literal>}`, the canonical body of `literal`
+/// ([`BodyVerdict::canonical_body`]), byte for byte.
+fn is_canonical(body: &[u8], literal: &[u8]) -> bool {
+    body.len() == literal.len() + CANONICAL_FRAME
+        && body.starts_with(CANONICAL_HEAD)
+        && body.ends_with(b"}")
+        && &body[CANONICAL_HEAD.len()..body.len() - 1] == literal
+}
+
+/// The body's verdict for every dialect of `dialects`, without copying the literal of a body
+/// that already is canonical.
+enum Literal {
+    /// The body is `{"error":"<printable ASCII>"}`: the literal is a slice of it.
+    Canonical(Bytes),
+    /// What [`check_body_agreed`] says.
+    Checked(BodyVerdict),
+}
+
+/// [`check_body_agreed`], with its own fast path taken here so that the literal of a canonical
+/// body stays a slice of the body (the model copies it): any dialect reads such a body as
+/// written (`None` when they would not all agree, as from [`check_body_agreed`]).
+fn accepted_literal(body: &Bytes, dialects: DialectSet) -> Option<Literal> {
+    if dialects.iter().next().is_some() && canonical_literal(body).is_some() {
+        return Some(Literal::Canonical(body.slice(CANONICAL_HEAD.len()..body.len() - 1)));
+    }
+    check_body_agreed(body, dialects).map(Literal::Checked)
 }
 
 /// Answers `response` locally. With the credential check on, the caller's credentials are
@@ -307,15 +506,115 @@ where
     Ok(local(response))
 }
 
-/// The `error` text of an accepted body: `None` for `null`. The literal is Jackson-escaped JSON;
-/// a lone surrogate (which `str` cannot hold) keeps its escape.
-fn error_text(literal: &[u8]) -> Option<String> {
+/// The `error` text of an accepted body, its first `cap` bytes at most (cut at a character
+/// boundary) and the length of the whole: `None` for `null`. The literal is Jackson-escaped
+/// JSON; a text with a lone surrogate (which `str` cannot hold) keeps its escapes.
+fn error_text(literal: &[u8], cap: usize) -> Option<ErrorText> {
     if literal == b"null" {
         return None;
     }
-    serde_json::from_slice::<String>(literal)
-        .ok()
-        .or_else(|| Some(String::from_utf8_lossy(literal.get(1..literal.len().saturating_sub(1))?).into_owned()))
+    let inner = literal.get(1..literal.len().saturating_sub(1))?;
+    if let Some(text) = unescape_start(inner, cap) {
+        return Some(text);
+    }
+    let whole = String::from_utf8_lossy(inner);
+    Some(ErrorText {
+        text: cut(&whole, cap).to_owned(),
+        length: whole.len(),
+    })
+}
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The JSON string content `inner` unescaped, as `serde_json` reads it, keeping `cap` bytes at
+/// most; `None` where `serde_json` would refuse it (a lone surrogate, a raw control character,
+/// a bad escape, bytes that are not UTF-8).
+fn unescape_start(inner: &[u8], cap: usize) -> Option<ErrorText> {
+    let mut text = String::with_capacity(inner.len().min(cap));
+    let mut length = 0usize;
+    let mut full = false;
+    let mut push = |text: &mut String, s: &str| {
+        length += s.len();
+        if !full {
+            let room = cap - text.len();
+            if s.len() <= room {
+                text.push_str(s);
+            } else {
+                text.push_str(cut(s, room));
+                full = true;
+            }
+        }
+    };
+    let mut i = 0;
+    while i < inner.len() {
+        let run = inner[i..]
+            .iter()
+            .position(|b| *b == b'\\' || *b < 0x20)
+            .map_or(inner.len(), |n| i + n);
+        if run > i {
+            push(&mut text, std::str::from_utf8(&inner[i..run]).ok()?);
+            i = run;
+            continue;
+        }
+        if inner[i] < 0x20 {
+            return None;
+        }
+        let escape = *inner.get(i + 1)?;
+        let simple = match escape {
+            b'"' => Some('"'),
+            b'\\' => Some('\\'),
+            b'/' => Some('/'),
+            b'b' => Some('\u{8}'),
+            b'f' => Some('\u{c}'),
+            b'n' => Some('\n'),
+            b'r' => Some('\r'),
+            b't' => Some('\t'),
+            b'u' => None,
+            _ => return None,
+        };
+        let c = match simple {
+            Some(c) => {
+                i += 2;
+                c
+            }
+            None => {
+                let unit = hex4(inner.get(i + 2..i + 6)?)?;
+                i += 6;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        if inner.get(i..i + 2)? != b"\\u" {
+                            return None;
+                        }
+                        let low = hex4(inner.get(i + 2..i + 6)?)?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        i += 6;
+                        char::from_u32(0x1_0000 + ((u32::from(unit) - 0xD800) << 10) + (u32::from(low) - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    unit => char::from_u32(u32::from(unit))?,
+                }
+            }
+        };
+        push(&mut text, c.encode_utf8(&mut [0u8; 4]));
+    }
+    Some(ErrorText { text, length })
+}
+
+fn hex4(digits: &[u8]) -> Option<u16> {
+    let mut unit = 0u16;
+    for d in digits {
+        unit = unit << 4 | u16::from((*d as char).to_digit(16)? as u8);
+    }
+    Some(unit)
 }
 
 /// A local answer and its record.
@@ -403,6 +702,29 @@ fn too_large(limit: usize) -> Response<Body> {
     )
 }
 
+/// 408 in Elasticsearch's shape: the body stopped arriving.
+fn timed_out(deadline: Duration) -> Response<Body> {
+    local_error(
+        StatusCode::REQUEST_TIMEOUT,
+        REQUEST_TIMEOUT_TYPE,
+        &format!(
+            "the request body stopped arriving: nothing of it came for [{}] (server.body_read_timeout)",
+            duration_text(deadline)
+        ),
+    )
+}
+
+/// `30s`, `1.5s`, `250ms`.
+fn duration_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_secs() == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
 /// An esgate error in Elasticsearch's shape, with its [`Rejection`].
 fn local_error(status: StatusCode, error_type: &'static str, reason: &str) -> Response<Body> {
     let mut response = es_error::json_response(status, es_error::error_body(status, error_type, reason));
@@ -412,4 +734,84 @@ fn local_error(status: StatusCode, error_type: &'static str, reason: &str) -> Re
         reason: reason.to_owned(),
     });
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elasticsearch::Dialect;
+
+    fn old_error_text(literal: &[u8]) -> Option<String> {
+        if literal == b"null" {
+            return None;
+        }
+        serde_json::from_slice::<String>(literal)
+            .ok()
+            .or_else(|| Some(String::from_utf8_lossy(literal.get(1..literal.len().saturating_sub(1))?).into_owned()))
+    }
+
+    #[test]
+    fn error_texts_read_as_before_and_are_cut_at_a_character_boundary() {
+        let literals: [&[u8]; 9] = [
+            br#""plain""#,
+            br#""a\"b\\c\/d\n\r\t\b\f""#,
+            br#""\u00e9t\u00C9 \uD83D\uDE00 end""#,
+            "\"d\u{e9}j\u{e0} vu \u{1F600}\"".as_bytes(),
+            br#""lone \uD800 surrogate""#,
+            br#""lone low \uDC00""#,
+            br#""""#,
+            br#""bad \x escape""#,
+            b"\"raw \x01 control\"",
+        ];
+        for literal in literals {
+            let old = old_error_text(literal).expect("a text");
+            let whole = error_text(literal, usize::MAX).expect("a text");
+            assert_eq!(whole.text, old, "{}", String::from_utf8_lossy(literal));
+            assert_eq!(whole.length, old.len());
+            for cap in 0..old.len() {
+                let kept = error_text(literal, cap).expect("a text");
+                assert!(kept.text.len() <= cap);
+                assert!(old.starts_with(&kept.text));
+                assert!(cap - kept.text.len() < 4, "cut at the last boundary within the cap");
+                assert_eq!(kept.length, old.len());
+            }
+        }
+        assert_eq!(error_text(b"null", 10), None);
+    }
+
+    #[test]
+    fn canonical_bodies_are_recognised_without_copying() {
+        let body = Bytes::from_static(br#"{"error":"Houston, we have a problem"}"#);
+        let dialects = DialectSet::one(Dialect::NEWEST);
+        let Some(Literal::Canonical(literal)) = accepted_literal(&body, dialects) else {
+            panic!("the fast path");
+        };
+        assert_eq!(&literal[..], br#""Houston, we have a problem""#);
+        assert_eq!(
+            literal.as_ptr(),
+            body[CANONICAL_HEAD.len()..].as_ptr(),
+            "a slice of the body"
+        );
+        // The model's own answer is the same.
+        match check_body_agreed(&body, dialects) {
+            Some(BodyVerdict::Accept { literal: model }) => assert_eq!(model, literal),
+            other => panic!("{other:?}"),
+        }
+        assert!(is_canonical(&body, &literal));
+        assert_eq!(BodyVerdict::canonical_body(&literal), body);
+        assert!(!is_canonical(br#"{"error": "x"}"#, br#""x""#));
+        assert!(!is_canonical(br#"{"error":"x"} "#, br#""x""#));
+        let escaped = Bytes::from_static(br#"{"error":"a\u0041"}"#);
+        assert!(matches!(
+            accepted_literal(&escaped, dialects),
+            Some(Literal::Checked(BodyVerdict::Accept { .. }))
+        ));
+    }
+
+    #[test]
+    fn durations_read_as_configured() {
+        assert_eq!(duration_text(Duration::from_secs(30)), "30s");
+        assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+    }
 }
