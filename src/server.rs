@@ -9,24 +9,54 @@
 //! ([`crate::reload`]); [`Gateway::reload`] swaps in a new one. A TLS listener finishes the
 //! handshake on the connection's own task, so a slow client never holds the accept loop.
 //!
+//! **Bounded connections.** At most `server.max_connections` client connections are served at
+//! once, counted by one semaphore shared by every worker: a worker takes a slot *before* it
+//! accepts, so beyond the limit nobody accepts and the kernel's listen backlog
+//! (`server.listen_backlog`) holds new clients until a slot frees. The default is derived from the
+//! descriptor limit, leaving room for one upstream connection per client and for the admin
+//! listener, audit sinks and files ([`derive_max_connections`]). An `accept` that fails (out of
+//! descriptors or memory) pauses its loop briefly and never ends it.
+//!
+//! **Idle connections are cheap.** hyper holds about 16 KiB of buffers for a connection between
+//! requests. esgate instead takes a connection back from hyper as soon as it waits for the next
+//! request head with nothing received, and waits for the socket to become readable itself; a
+//! parked connection holds its socket, its service and a few hundred bytes of task
+//! ([`serve_client`]).
+//!
+//! **Framing is checked first.** Before a request reaches the service stack, requests whose
+//! framing or method a proxy must not pass on (RFC 9112 §3.2, §6.1, §6.3; `CONNECT`) are answered
+//! 400 in Elasticsearch's shape and never forwarded ([`crate::hop::framing_error`]).
+//!
+//! **The admin listener has a thread of its own**, is not counted against the client limit, and
+//! keeps a few spare descriptors, so that `/healthz` answers while every client slot is taken and
+//! the process is out of descriptors.
+//!
 //! Shutdown: the admin readiness goes false first, then every worker stops accepting, tells each
 //! connection to finish its in-flight request and close, and waits up to the grace period; the
 //! audit thread stops last, so that the events of drained requests are written.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::fs::File;
+use std::future::{poll_fn, Future};
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes};
+use http::header::{HeaderValue, CONNECTION};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use pin_project_lite::pin_project;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use arc_swap::ArcSwap;
 
@@ -56,11 +86,36 @@ fn startup(what: &str, e: impl std::fmt::Display) -> StartupError {
     StartupError(format!("{what}: {e}"))
 }
 
+/// Descriptors kept out of the client connections' share of the limit: the listeners, the admin
+/// listener and its connections, the audit sinks and files, the runtimes' own.
+pub const RESERVED_DESCRIPTORS: u64 = 64;
+
+/// The admin listener serves at most this many connections at once (probes and scrapes are few);
+/// it is not counted against `server.max_connections`.
+const ADMIN_CONNECTIONS: usize = 16;
+/// Spare descriptors the admin listener holds, and gives up to accept a probe when the process
+/// is out of them.
+const ADMIN_SPARE_DESCRIPTORS: usize = 4;
+/// An admin connection is closed when a request head takes longer than this (idle keep-alive
+/// connections included).
+const ADMIN_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an accept loop pauses after a failed `accept` (out of descriptors or memory).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// The header-read timer when `server.header_read_timeout` is 0 (no limit): esgate still needs
+/// hyper's timer to know when a connection waits for its next request.
+const NO_HEADER_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// How long a connection waits between requests before it is parked. A busy keep-alive client
+/// sends its next request within microseconds, so parking after every answer would rebuild hyper's
+/// state for each request; an idle one is parked a few milliseconds later.
+const PARK_AFTER: Duration = Duration::from_millis(5);
+
 /// A running gateway: its listeners, worker threads and helpers.
 #[derive(Debug)]
 pub struct Gateway {
     listen_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
+    max_connections: usize,
     current: Current,
     /// Told of each new generation (the health probes follow the upstream).
     generation: watch::Sender<()>,
@@ -72,6 +127,8 @@ pub struct Gateway {
     /// Stopped after the workers, so that `/readyz` answers "draining" while they drain.
     aux_shutdown: watch::Sender<bool>,
     aux: Option<JoinHandle<()>>,
+    /// The admin listener's thread, stopped with the helper thread.
+    admin: Option<JoinHandle<()>>,
     /// Stopped last, so that the events of drained requests are written.
     audit: Option<AuditThread>,
 }
@@ -82,16 +139,17 @@ impl Gateway {
     /// # Errors
     /// A listener that cannot be bound, or a thread or runtime that cannot be created.
     pub fn start(mut config: Config) -> Result<Gateway, StartupError> {
-        let listener = bind(config.server.listen, "server.listen")?;
+        let backlog = config.server.listen_backlog;
+        let listener = bind(config.server.listen, "server.listen", backlog)?;
         let listen_addr = listener.local_addr().map_err(|e| startup("server.listen", e))?;
         let admin = config
             .server
             .admin_listen
-            .map(|addr| bind(addr, "server.admin_listen"))
+            .map(|addr| bind(addr, "server.admin_listen", backlog))
             .transpose()?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let dev = if config.upstream.dev {
-            let dev = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "upstream.dev")?;
+            let dev = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "upstream.dev", backlog)?;
             let addr = dev.local_addr().map_err(|e| startup("upstream.dev", e))?;
             config.upstream.nodes = vec![NodeUrl {
                 host: addr.ip().to_string(),
@@ -102,6 +160,8 @@ impl Gateway {
         } else {
             None
         };
+        let open_files = open_files_limit();
+        let max_connections = max_connections(config.server.max_connections, open_files);
 
         let metrics = Arc::new(Metrics::new());
         let (auditor, audit) = audit::start(&config.audit, config.upstream.tls.as_ref(), metrics.clone())
@@ -115,19 +175,27 @@ impl Gateway {
         let readiness = Readiness::new();
         let (shutdown, _) = watch::channel(false);
         let (aux_shutdown, _) = watch::channel(false);
-        // Always: the version probes run on it, admin listener or not.
-        let aux = {
-            let admin = admin.map(|listener| {
+        // The admin listener on a thread and runtime of its own: nothing else runs there, so that
+        // it answers whatever the workers and the helper thread are doing.
+        let admin_thread = match admin {
+            Some(listener) => {
                 let state = Admin {
                     readiness: readiness.clone(),
                     current: current.clone(),
                     metrics: metrics.clone(),
                 };
-                (listener, state)
-            });
+                let shutdown = aux_shutdown.subscribe();
+                Some(spawn_thread("esgate-admin", move || {
+                    run_admin(listener, state, shutdown)
+                })?)
+            }
+            None => None,
+        };
+        // Always: the version probes run on it, admin listener or not.
+        let aux = {
             let dev = dev.map(|listener| (listener, config.upstream.dev_version.clone()));
             let aux = Aux {
-                admin,
+                probe: admin_addr.is_some(),
                 dev,
                 current: current.clone(),
                 generation: generation.subscribe(),
@@ -140,12 +208,15 @@ impl Gateway {
             0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             n => n,
         };
+        let slots = Arc::new(Semaphore::new(max_connections));
         let mut handles = Vec::with_capacity(workers);
         for i in 0..workers {
             let listener = listener.try_clone().map_err(|e| startup("server.listen", e))?;
             let ctx = Worker {
                 current: current.clone(),
                 shutdown: shutdown.subscribe(),
+                slots: slots.clone(),
+                metrics: metrics.clone(),
             };
             handles.push(spawn_thread(&format!("esgate-worker-{i}"), move || ctx.run(listener))?);
         }
@@ -155,6 +226,9 @@ impl Gateway {
             upstream = %config.upstream.nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             dev = config.upstream.dev,
             workers,
+            max_connections,
+            open_files = %open_files.map_or_else(|| "unknown".to_owned(), |n| n.to_string()),
+            listen_backlog = backlog,
             audit = audit.is_some(),
             report_only = config.connector_error.report_only,
             es_version = %config.connector_error.es_version.map_or_else(|| "learned".to_owned(), |v| v.to_string()),
@@ -164,6 +238,7 @@ impl Gateway {
         Ok(Gateway {
             listen_addr,
             admin_addr,
+            max_connections,
             current,
             generation,
             metrics,
@@ -173,6 +248,7 @@ impl Gateway {
             workers: handles,
             aux_shutdown,
             aux,
+            admin: admin_thread,
             audit,
         })
     }
@@ -192,6 +268,12 @@ impl Gateway {
     /// The admin listener's address, if any.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Client connections served at once (`server.max_connections`, or the value derived from the
+    /// descriptor limit).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
     }
 
     /// The current upstream (nodes and their health).
@@ -234,8 +316,8 @@ impl Gateway {
             let _ = worker.join();
         }
         let _ = self.aux_shutdown.send(true);
-        if let Some(aux) = self.aux.take() {
-            let _ = aux.join();
+        for thread in [self.aux.take(), self.admin.take()].into_iter().flatten() {
+            let _ = thread.join();
         }
         if let Some(audit) = self.audit.take() {
             audit.stop();
@@ -252,10 +334,78 @@ impl Drop for Gateway {
     }
 }
 
-fn bind(addr: SocketAddr, key: &str) -> Result<StdListener, StartupError> {
-    let listener = StdListener::bind(addr).map_err(|e| startup(key, format!("cannot listen on {addr}: {e}")))?;
+/// Binds `addr` with a listen backlog of `backlog` (std's `bind` fixes it at 128).
+fn bind(addr: SocketAddr, key: &str, backlog: u32) -> Result<StdListener, StartupError> {
+    let fail = |e: std::io::Error| startup(key, format!("cannot listen on {addr}: {e}"));
+    // tokio's `TcpSocket::listen` registers the listener with a reactor; a runtime on a thread of
+    // its own lends one whatever the caller runs in, and `into_std` takes the socket back.
+    let bound = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> std::io::Result<StdListener> {
+                let socket = if addr.is_ipv4() {
+                    TcpSocket::new_v4()?
+                } else {
+                    TcpSocket::new_v6()?
+                };
+                // As std's `bind` does: a restarted esgate can bind while old connections linger.
+                #[cfg(unix)]
+                socket.set_reuseaddr(true)?;
+                socket.bind(addr)?;
+                let rt = runtime()?;
+                let _context = rt.enter();
+                socket.listen(backlog)?.into_std()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the binding thread panicked")))
+    });
+    let listener = bound.map_err(fail)?;
     listener.set_nonblocking(true).map_err(|e| startup(key, e))?;
     Ok(listener)
+}
+
+/// The soft limit on open files ("Max open files" in `/proc/self/limits`); `None` when unknown.
+fn open_files_limit() -> Option<u64> {
+    parse_open_files_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The soft "Max open files" limit of a `/proc/<pid>/limits` text (`u64::MAX` for unlimited).
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let soft = line.strip_prefix("Max open files")?.split_whitespace().next()?;
+    match soft {
+        "unlimited" => Some(u64::MAX),
+        n => n.parse().ok(),
+    }
+}
+
+/// The client connections a descriptor limit allows: each may use one upstream connection as
+/// well, and [`RESERVED_DESCRIPTORS`] stay for everything else. At least one. An unknown limit
+/// counts as 1024, the usual default.
+pub fn derive_max_connections(open_files: Option<u64>) -> usize {
+    let open_files = open_files.unwrap_or(1024).min(1 << 24);
+    let n = (open_files.saturating_sub(RESERVED_DESCRIPTORS) / 2).max(1);
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// `server.max_connections`, or the value derived from the descriptor limit when it is 0; warns
+/// when a configured value is more than the limit allows.
+fn max_connections(configured: usize, open_files: Option<u64>) -> usize {
+    let derived = derive_max_connections(open_files);
+    let n = match configured {
+        0 => derived,
+        n => {
+            if n > derived && open_files.is_some() {
+                tracing::warn!(
+                    max_connections = n,
+                    open_files = open_files.unwrap_or_default(),
+                    fits = derived,
+                    "server.max_connections is more than the descriptor limit allows; beyond it, accepts and upstream connections will fail"
+                );
+            }
+            n
+        }
+    };
+    n.min(Semaphore::MAX_PERMITS)
 }
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartupError> {
@@ -277,10 +427,11 @@ fn warn_insecure(config: &Config) {
 
 fn http_builder(config: &Config) -> http1::Builder {
     let mut http = http1::Builder::new();
-    let header_timeout = config.server.header_read_timeout;
-    http.timer(TokioTimer::new())
-        .header_read_timeout((!header_timeout.is_zero()).then_some(header_timeout))
-        .max_header_size(config.server.max_header_size)
+    // The header-read timeout and its timer are set per connection ([`serve_client`]).
+    http.max_header_size(config.server.max_header_size)
+        // hyper's read buffer grows with large bodies up to this (its default is about 400 KiB
+        // per connection); a head needs at most `max_header_size`.
+        .max_buf_size(config.server.max_header_size.max(64 * 1024))
         .keep_alive(true)
         // Answers pass through as the node wrote them; Elasticsearch sends no Date header.
         .auto_date_header(false)
@@ -292,6 +443,9 @@ fn http_builder(config: &Config) -> http1::Builder {
 struct Worker {
     current: Current,
     shutdown: watch::Receiver<bool>,
+    /// Client connections served at once, shared by every worker.
+    slots: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
@@ -305,85 +459,515 @@ impl Worker {
                 Ok(l) => l,
                 Err(e) => return tracing::error!(error = %e, "cannot register the listener"),
             };
-            let graceful = GracefulShutdown::new();
+            // Each connection holds a receiver; the worker waits for them all to be dropped.
+            let (open, _) = watch::channel(());
             loop {
+                // A slot first: at the limit nobody accepts, and the kernel's backlog holds the
+                // clients that arrive meanwhile.
+                let slot = tokio::select! {
+                    slot = self.slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    _ = self.shutdown.changed() => break,
+                };
                 tokio::select! {
                     accepted = listener.accept() => match accepted {
-                        Ok((tcp, peer)) => self.serve(tcp, peer, &graceful),
-                        Err(e) => accept_error(e).await,
+                        Ok((tcp, peer)) => self.serve(tcp, peer, slot, open.subscribe()),
+                        Err(e) => {
+                            drop(slot);
+                            accept_failed("server.listen", &e, Some(&self.metrics)).await;
+                        }
                     },
                     _ = self.shutdown.changed() => break,
                 }
             }
             drop(listener);
-            drain(graceful, self.current.load().config.server.shutdown_grace).await;
+            drain(open, self.current.load().config.server.shutdown_grace).await;
         });
     }
 
     /// Serves one accepted connection under the current generation's settings.
-    fn serve(&self, tcp: TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+    fn serve(&self, tcp: TcpStream, peer: SocketAddr, slot: OwnedSemaphorePermit, open: watch::Receiver<()>) {
         let _ = tcp.set_nodelay(true);
         let generation = self.current.load_full();
         let metrics = generation.stack.metrics().clone();
         metrics.connection_opened();
-        let watcher = graceful.watcher();
         let current = self.current.clone();
+        let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let result = match generation.tls.clone() {
+            let _slot = slot;
+            let _open = open;
+            match generation.tls.clone() {
                 None => {
-                    let service = ConnectionHandle::new(current, &generation, ConnInfo { peer, scheme: "http" });
-                    let conn = generation.http.serve_connection(TokioIo::new(tcp), service);
-                    watcher.watch(conn).await
+                    let service = Checked::new(&current, &generation, ConnInfo { peer, scheme: "http" });
+                    serve_client(tcp, service, &generation, shutdown).await;
                 }
+                // Boxed: the handshake's and the TLS stream's state would make every plain
+                // connection's task as large.
                 Some(tls) => {
-                    // The handshake counts against the header-read timeout: a client that opens a
-                    // connection and says nothing is dropped either way.
-                    let limit = match generation.config.server.header_read_timeout {
-                        d if d.is_zero() => Duration::from_secs(30),
-                        d => d,
-                    };
-                    match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let service =
-                                ConnectionHandle::new(current, &generation, ConnInfo { peer, scheme: "https" });
-                            let conn = generation.http.serve_connection(TokioIo::new(stream), service);
-                            watcher.watch(conn).await
+                    Box::pin(async {
+                        // The handshake counts against the header-read timeout: a client that opens a
+                        // connection and says nothing is dropped either way.
+                        let limit = match generation.config.server.header_read_timeout {
+                            d if d.is_zero() => Duration::from_secs(30),
+                            d => d,
+                        };
+                        match tokio::time::timeout(limit, tls.acceptor().accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let service = Checked::new(&current, &generation, ConnInfo { peer, scheme: "https" });
+                                serve_client(stream, service, &generation, shutdown).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake with a client failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake with a client timed out"),
                         }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake with a client failed");
-                            Ok(())
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake with a client timed out");
-                            Ok(())
-                        }
-                    }
+                    })
+                    .await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
             metrics.connection_closed();
         });
     }
 }
 
-/// Accept errors are mostly resource exhaustion (EMFILE): log, pause briefly so the loop does
-/// not spin, and go on.
-async fn accept_error(e: std::io::Error) {
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+/// A failed `accept`. Errors of one connection (it was reset before it was accepted) do not
+/// stop the loop; any other (out of descriptors or memory: EMFILE, ENFILE, ENOMEM, ENOBUFS)
+/// pauses it for [`ACCEPT_BACKOFF`], so that it neither spins nor ends, and is logged at most
+/// once a second.
+async fn accept_failed(listener: &'static str, e: &std::io::Error, metrics: Option<&Metrics>) {
+    if is_per_connection(e) {
+        return tracing::debug!(listener, error = %e, "a connection failed before it was accepted");
+    }
+    if let Some(metrics) = metrics {
+        metrics.accept_error();
+    }
+    warn_throttled(listener, e);
+    tokio::time::sleep(ACCEPT_BACKOFF).await;
 }
 
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(connections = open, grace = ?grace, "draining");
+/// Errors `accept` returns for one connection only: accept the next one at once.
+fn is_per_connection(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionAborted
+            | ConnectionReset
+            | Interrupted
+            | WouldBlock
+            | HostUnreachable
+            | NetworkUnreachable
+            | NetworkDown
+    )
+}
+
+/// Logs an accept error at most once a second, with the number of those not logged since.
+fn warn_throttled(listener: &'static str, e: &std::io::Error) {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    /// Milliseconds since `EPOCH` of the last line, plus one (0: none yet).
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static QUIET: AtomicU64 = AtomicU64::new(0);
+    let now = u64::try_from(EPOCH.get_or_init(Instant::now).elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    let last = LAST.load(Ordering::Relaxed);
+    let due = last == 0 || now.saturating_sub(last) >= 1000;
+    if due
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let unlogged = QUIET.swap(0, Ordering::Relaxed);
+        tracing::warn!(listener, error = %e, unlogged, "accept failed; pausing the listener briefly");
+    } else {
+        QUIET.fetch_add(1, Ordering::Relaxed);
     }
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+}
+
+/// Tells nothing (each connection watches the shutdown channel itself) and waits up to `grace`
+/// for every connection to finish.
+async fn drain(open: watch::Sender<()>, grace: Duration) {
+    let count = open.receiver_count();
+    if count > 0 {
+        tracing::info!(connections = count, grace = ?grace, "draining");
+    }
+    if tokio::time::timeout(grace, open.closed()).await.is_err() {
         tracing::warn!(grace = ?grace, "grace period over; closing the remaining connections");
     }
 }
+
+// ===== one client connection =====
+
+/// A client stream: plain TCP or TLS over TCP.
+trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// The TCP socket underneath, to wait on while the connection is parked.
+    fn socket(&self) -> &TcpStream;
+}
+
+impl ClientStream for TcpStream {
+    fn socket(&self) -> &TcpStream {
+        self
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+}
+
+/// What one client connection's esgate side and hyper side share.
+#[derive(Debug, Default)]
+struct RoundState {
+    /// hyper's header-read timers alive: hyper is waiting for a request head.
+    head_timers: AtomicUsize,
+    /// Header-read timers started in this round: the second one means a request was answered and
+    /// hyper waits for the next.
+    heads: AtomicUsize,
+    /// Set while esgate takes the connection back from hyper: the socket stays open.
+    parking: AtomicBool,
+}
+
+impl RoundState {
+    /// hyper has answered a request and waits for the next head: nothing is in flight, and its
+    /// buffers can be given up.
+    fn between_requests(&self) -> bool {
+        self.heads.load(Ordering::Relaxed) >= 2 && self.head_timers.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// Serves one client connection in rounds: hyper serves requests until it waits for the next
+/// request head with nothing received; then esgate takes the socket and the service back
+/// ([`http1::Connection::into_parts`], with whatever hyper had read of a next head), drops hyper's
+/// buffers, and waits for the socket to become readable before handing it to a new hyper
+/// connection. An idle connection then holds no hyper state at all.
+///
+/// hyper's only use of its timer on a server connection is the header-read timeout, started when
+/// it begins to read a head and dropped when the head is complete; [`HeadTimer`] follows those
+/// timers to know when hyper waits for a head ([`RoundState::between_requests`]). The timeout
+/// runs from the moment the connection went idle, across the parked wait and the next round, as
+/// it did when hyper kept the connection.
+async fn serve_client<T: ClientStream>(
+    io: T,
+    service: Checked,
+    generation: &Generation,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let header_timeout = Some(generation.config.server.header_read_timeout).filter(|d| !d.is_zero());
+    let state = Arc::new(RoundState::default());
+    let (mut io, mut service, mut leftover) = (io, service, Bytes::new());
+    let mut fresh = true;
+    loop {
+        let deadline = header_timeout.map(|t| Instant::now() + t);
+        if leftover.is_empty() {
+            let mut peek = [0u8; 1];
+            let readable = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => false,
+                // `peek` on a new connection: tokio takes a just-accepted socket to be readable
+                // before any event says so. Once hyper's read has found it empty, readiness is
+                // reliable (a rare false one costs a round that parks after its request).
+                ready = async {
+                    if fresh {
+                        io.socket().peek(&mut peek).await.map(drop)
+                    } else {
+                        io.socket().readable().await
+                    }
+                } => ready.is_ok(),
+                () = sleep_until(deadline) => false,
+            };
+            if !readable {
+                return;
+            }
+        }
+        state.heads.store(0, Ordering::Relaxed);
+        state.parking.store(false, Ordering::Relaxed);
+        let mut http = generation.http.clone();
+        http.timer(HeadTimer {
+            state: state.clone(),
+            deadline,
+        })
+        .header_read_timeout(header_timeout.unwrap_or(NO_HEADER_TIMEOUT));
+        let client = ClientIo {
+            io,
+            leftover,
+            state: state.clone(),
+        };
+        let mut conn = Box::pin(http.serve_connection(TokioIo::new(client), service));
+        let mut draining = false;
+        let mut park_timer = ParkTimer::default();
+        let result = loop {
+            tokio::select! {
+                result = poll_fn(|cx| poll_round(conn.as_mut(), &state, draining, &mut park_timer, cx)) => break result,
+                _ = shutdown.wait_for(|stop| *stop), if !draining => {
+                    // Finish the request in flight (its answer says `connection: close`), or
+                    // close at once when idle.
+                    conn.as_mut().graceful_shutdown();
+                    draining = true;
+                }
+            }
+        };
+        match result {
+            Ok(()) if state.parking.load(Ordering::Relaxed) && !draining => {
+                fresh = false;
+                let parts = Pin::into_inner(conn).into_parts();
+                let client = parts.io.into_inner();
+                io = client.io;
+                service = parts.service;
+                // A fresh, exact-size copy: hyper's read buffer is not kept alive by it.
+                leftover = match (parts.read_buf.is_empty(), client.leftover.is_empty()) {
+                    (true, true) => Bytes::new(),
+                    _ => Bytes::from([&parts.read_buf[..], &client.leftover[..]].concat()),
+                };
+            }
+            Ok(()) => return,
+            Err(e) => {
+                if e.is_parse() {
+                    // hyper answered it itself (a bare 400, 414 or 431) and closed.
+                    generation.stack.metrics().client_error("malformed");
+                }
+                return tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        }
+    }
+}
+
+type ClientConnection<T> = http1::Connection<TokioIo<ClientIo<T>>, Checked>;
+
+/// The wait of [`PARK_AFTER`] before a connection is parked: one timer per round, re-armed each
+/// time hyper falls idle, so a busy connection costs a timer reset per request, not a rebuild.
+#[derive(Default)]
+struct ParkTimer {
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+impl ParkTimer {
+    /// Ready once hyper has been idle for [`PARK_AFTER`] since it was armed.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let deadline = tokio::time::Instant::now() + PARK_AFTER;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if !self.armed {
+            sleep.as_mut().reset(deadline);
+            self.armed = true;
+        }
+        sleep.as_mut().poll(cx)
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+/// Polls one round; parks the connection when hyper has waited between requests for
+/// [`PARK_AFTER`].
+fn poll_round<T: ClientStream>(
+    mut conn: Pin<&mut ClientConnection<T>>,
+    state: &RoundState,
+    draining: bool,
+    park_timer: &mut ParkTimer,
+    cx: &mut Context<'_>,
+) -> Poll<hyper::Result<()>> {
+    loop {
+        match conn.as_mut().poll(cx) {
+            Poll::Ready(result) => return Poll::Ready(result),
+            Poll::Pending if !draining && !state.parking.load(Ordering::Relaxed) && state.between_requests() => {
+                if park_timer.poll_idle(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                park_timer.disarm();
+                // hyper is idle: this closes it without a byte written, and the socket stays
+                // open ([`ClientIo`] skips the shutdown).
+                state.parking.store(true, Ordering::Relaxed);
+                conn.as_mut().graceful_shutdown();
+            }
+            Poll::Pending => {
+                park_timer.disarm();
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The client stream as hyper sees it: first the bytes of a head hyper had read when the
+/// connection was parked, then the stream; shutdown skipped while parking.
+struct ClientIo<T> {
+    io: T,
+    leftover: Bytes,
+    state: Arc<RoundState>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ClientIo<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if !this.leftover.is_empty() && buf.remaining() > 0 {
+            let n = this.leftover.len().min(buf.remaining());
+            buf.put_slice(&this.leftover[..n]);
+            this.leftover.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.state.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// hyper's timer for one round: tokio's, counted in [`RoundState`]; the first head of a round
+/// keeps the deadline that started when the connection went idle.
+struct HeadTimer {
+    state: Arc<RoundState>,
+    deadline: Option<Instant>,
+}
+
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let deadline = Instant::now()
+            .checked_add(duration)
+            .unwrap_or_else(|| Instant::now() + NO_HEADER_TIMEOUT);
+        self.sleep_until(deadline)
+    }
+
+    fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        let first = self.state.heads.fetch_add(1, Ordering::Relaxed) == 0;
+        let deadline = match self.deadline {
+            Some(idle) if first => deadline.min(idle),
+            _ => deadline,
+        };
+        self.state.head_timers.fetch_add(1, Ordering::Relaxed);
+        Box::pin(HeadSleep {
+            sleep: tokio::time::sleep_until(deadline.into()),
+            _alive: TimerAlive(self.state.clone()),
+        })
+    }
+}
+
+pin_project! {
+    /// One header-read timer.
+    struct HeadSleep {
+        #[pin]
+        sleep: tokio::time::Sleep,
+        _alive: TimerAlive,
+    }
+}
+
+impl Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.project().sleep.poll(cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}
+
+/// Counts a header-read timer out when it is dropped.
+struct TimerAlive(Arc<RoundState>);
+
+impl Drop for TimerAlive {
+    fn drop(&mut self) {
+        self.0.head_timers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The service of one client connection: the framing checks, then the stack.
+struct Checked {
+    inner: ConnectionHandle,
+    metrics: Arc<Metrics>,
+}
+
+impl Checked {
+    fn new(current: &Current, generation: &Generation, info: ConnInfo) -> Self {
+        Checked {
+            inner: ConnectionHandle::new(current.clone(), generation, info),
+            metrics: generation.stack.metrics().clone(),
+        }
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Checked {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = CheckedFuture<<ConnectionHandle as hyper::service::Service<Request<Incoming>>>::Future>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let Some(error) = crate::hop::framing_error(req.method(), req.version(), req.headers()) else {
+            return CheckedFuture::Forward {
+                inner: self.inner.call(req),
+            };
+        };
+        self.metrics.client_error(error.label);
+        tracing::debug!(method = %req.method(), reason = %error.reason, "request refused before forwarding");
+        let mut response = crate::es_error::bad_request(&error.reason);
+        if error.close {
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        CheckedFuture::Answer {
+            response: Some(response),
+        }
+    }
+}
+
+pin_project! {
+    /// The stack's future, or esgate's own answer.
+    #[project = CheckedProj]
+    enum CheckedFuture<F> {
+        Forward { #[pin] inner: F },
+        Answer { response: Option<Response<Body>> },
+    }
+}
+
+impl<F> Future for CheckedFuture<F>
+where
+    F: Future<Output = Result<Response<Body>, Infallible>>,
+{
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CheckedProj::Forward { inner } => inner.poll(cx),
+            CheckedProj::Answer { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+        }
+    }
+}
+
+// ===== the helper and admin threads =====
 
 /// Probes the current generation's nodes; starts over on the new ones after a reload.
 async fn probe_current(current: Current, mut generation: watch::Receiver<()>, shutdown: watch::Receiver<bool>) {
@@ -410,9 +994,26 @@ async fn learn_current(current: Current, mut generation: watch::Receiver<()>, sh
     }
 }
 
+/// Limits of one of esgate's own listeners (the admin listener).
+#[derive(Clone, Copy, Debug)]
+struct OwnLimits {
+    /// Connections served at once; more wait in the backlog.
+    connections: usize,
+    /// Spare descriptors held, each given up to accept one connection when the process is out of
+    /// them.
+    spare: usize,
+    /// Time a request head may take, idle keep-alive time included.
+    header_timeout: Duration,
+}
+
 /// Serves `service` on every connection accepted from `listener` until `shutdown` changes.
-async fn serve_simple<F, Fut>(listener: StdListener, mut shutdown: watch::Receiver<bool>, handle: F)
-where
+async fn serve_simple<F, Fut>(
+    listener: StdListener,
+    name: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+    limits: Option<OwnLimits>,
+) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static,
 {
@@ -424,15 +1025,37 @@ where
     let mut http = http1::Builder::new();
     // Elasticsearch sends no Date header; neither do esgate's own listeners.
     http.auto_date_header(false);
+    if let Some(limits) = limits {
+        http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    }
+    let slots = limits.map(|l| Arc::new(Semaphore::new(l.connections)));
+    let mut spare = Vec::new();
+    let want_spare = limits.map_or(0, |l| l.spare);
+    refill_spare(&mut spare, want_spare);
     loop {
+        let slot = match &slots {
+            Some(slots) => tokio::select! {
+                slot = slots.clone().acquire_owned() => slot.ok(),
+                _ = shutdown.changed() => break,
+            },
+            None => None,
+        };
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
                     let conn = http.serve_connection(TokioIo::new(tcp), hyper::service::service_fn(handle.clone()));
                     let conn = graceful.watch(conn);
-                    tokio::spawn(async move { let _ = conn.await; });
+                    tokio::spawn(async move {
+                        let _slot = slot;
+                        let _ = conn.await;
+                    });
+                    refill_spare(&mut spare, want_spare);
                 }
-                Err(e) => accept_error(e).await,
+                Err(e) if !is_per_connection(&e) && spare.pop().is_some() => {
+                    // Out of descriptors: the spare just closed makes room for this connection.
+                    tracing::debug!(listener = name, error = %e, "accept failed; gave up a spare descriptor");
+                }
+                Err(e) => accept_failed(name, &e, None).await,
             },
             _ = shutdown.changed() => break,
         }
@@ -441,10 +1064,40 @@ where
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
 }
 
+/// Opens spare descriptors up to `want` (as many as the process can).
+fn refill_spare(spare: &mut Vec<File>, want: usize) {
+    while spare.len() < want {
+        match File::open("/dev/null") {
+            Ok(file) => spare.push(file),
+            Err(_) => break,
+        }
+    }
+}
+
+/// The admin listener's thread: nothing else runs on its runtime.
+fn run_admin(listener: StdListener, state: Admin, shutdown: watch::Receiver<bool>) {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => return tracing::error!(error = %e, "cannot start the admin runtime"),
+    };
+    let limits = OwnLimits {
+        connections: ADMIN_CONNECTIONS,
+        spare: ADMIN_SPARE_DESCRIPTORS,
+        header_timeout: ADMIN_HEADER_TIMEOUT,
+    };
+    rt.block_on(serve_simple(
+        listener,
+        "server.admin_listen",
+        shutdown,
+        move |req| state.clone().handle(req),
+        Some(limits),
+    ));
+}
+
 /// What the helper thread runs.
 struct Aux {
-    /// The admin listener and what its endpoints look at.
-    admin: Option<(StdListener, Admin)>,
+    /// Whether the upstream health probes run (they feed the admin listener's `/readyz`).
+    probe: bool,
     /// The development upstream's listener and the version it reports.
     dev: Option<(StdListener, String)>,
     current: Current,
@@ -453,11 +1106,11 @@ struct Aux {
     shutdown: watch::Receiver<bool>,
 }
 
-/// The helper thread: the version probes, the admin endpoints with the upstream health probes,
+/// The helper thread: the version probes, the upstream health probes (with an admin listener),
 /// and the development upstream. Nothing here is on a client request's path.
 fn run_aux(aux: Aux) {
     let Aux {
-        admin,
+        probe,
         dev,
         current,
         generation,
@@ -473,23 +1126,87 @@ fn run_aux(aux: Aux) {
             generation.clone(),
             shutdown.clone(),
         )));
-        let probes = admin
-            .as_ref()
-            .map(|_| tokio::spawn(probe_current(current.clone(), generation.clone(), shutdown.clone())));
-        let admin = admin.map(|(listener, state)| {
-            tokio::spawn(serve_simple(listener, shutdown.clone(), move |req| {
-                state.clone().handle(req)
-            }))
-        });
+        let probes = probe.then(|| tokio::spawn(probe_current(current.clone(), generation.clone(), shutdown.clone())));
         let dev = dev.map(|(l, version)| {
             let upstream = DevUpstream::with_version(&version);
-            tokio::spawn(serve_simple(l, shutdown.clone(), move |req| {
-                let upstream = upstream.clone();
-                async move { upstream.handle(req).await }
-            }))
+            tokio::spawn(serve_simple(
+                l,
+                "upstream.dev",
+                shutdown.clone(),
+                move |req| {
+                    let upstream = upstream.clone();
+                    async move { upstream.handle(req).await }
+                },
+                None,
+            ))
         });
-        for task in [admin, dev, probes, versions].into_iter().flatten() {
+        for task in [dev, probes, versions].into_iter().flatten() {
             let _ = task.await;
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: &str = "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 524288               files     \n\
+Max locked memory         8388608              8388608              bytes     \n";
+
+    #[test]
+    fn reads_the_soft_open_files_limit() {
+        assert_eq!(parse_open_files_limit(LIMITS), Some(1024));
+        let unlimited = LIMITS.replace("1024                 524288", "unlimited            unlimited");
+        assert_eq!(parse_open_files_limit(&unlimited), Some(u64::MAX));
+        assert_eq!(
+            parse_open_files_limit("Max cpu time unlimited unlimited seconds\n"),
+            None
+        );
+        assert_eq!(parse_open_files_limit(""), None);
+    }
+
+    #[test]
+    fn this_process_has_a_limit() {
+        // Linux: the test process's own limit is readable.
+        if cfg!(target_os = "linux") {
+            assert!(open_files_limit().is_some_and(|n| n > 0));
+        }
+    }
+
+    #[test]
+    fn max_connections_leave_room_for_upstream_and_own_descriptors() {
+        assert_eq!(derive_max_connections(Some(1024)), 480);
+        assert_eq!(derive_max_connections(Some(128)), 32);
+        assert_eq!(derive_max_connections(Some(256)), 96);
+        // Too few descriptors still serve one client at a time.
+        assert_eq!(derive_max_connections(Some(10)), 1);
+        assert_eq!(derive_max_connections(None), 480);
+        // Unlimited is bounded.
+        assert_eq!(derive_max_connections(Some(u64::MAX)), ((1 << 24) - 64) / 2);
+        // A configured value wins.
+        assert_eq!(max_connections(7, Some(1024)), 7);
+        assert_eq!(max_connections(0, Some(1024)), 480);
+        assert_eq!(max_connections(usize::MAX, None), Semaphore::MAX_PERMITS);
+    }
+
+    #[test]
+    fn connection_errors_do_not_pause_accepting() {
+        use std::io::{Error, ErrorKind};
+        assert!(is_per_connection(&Error::from(ErrorKind::ConnectionAborted)));
+        assert!(!is_per_connection(&Error::from(ErrorKind::OutOfMemory)));
+        // EMFILE, as Linux numbers it.
+        assert!(!is_per_connection(&Error::from_raw_os_error(24)));
+    }
+
+    #[test]
+    fn binds_with_the_backlog_asked_for() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), "test", 4096).expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = std::net::TcpStream::connect(addr).expect("connect");
+        listener.set_nonblocking(false).expect("blocking");
+        let (_, peer) = listener.accept().expect("accept");
+        assert_eq!(peer, client.local_addr().expect("local"));
+    }
 }
