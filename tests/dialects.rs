@@ -227,10 +227,9 @@ async fn the_version_is_learned_without_an_admin_listener() {
     assert!(node.seen().iter().any(|m| m.start_line.starts_with("GET / ")));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_secured_node_without_credentials_leaves_every_dialect_possible() {
-    // A secured cluster authenticates before its compatibility check: without credentials
-    // nothing is learned, and every modelled dialect stays a candidate.
+/// A secured node and esgate without credentials, once esgate's version probe has got as far as
+/// the compatibility check (which the node refuses with 401, as a secured cluster does).
+async fn secured_without_credentials() -> (Node, Binary) {
     let node = Node::start("9.2.1", Some("Basic c29tZW9uZTplbHNl")).await;
     let bin = Binary::start(&[&node.upstream_flag(), admin_flag()], &[]);
     let deadline = Instant::now() + LIMIT;
@@ -242,6 +241,14 @@ async fn a_secured_node_without_credentials_leaves_every_dialect_possible() {
         assert!(Instant::now() < deadline, "no compatibility check within {LIMIT:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    (node, bin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secured_node_without_credentials_leaves_every_dialect_possible() {
+    // A secured cluster authenticates before its compatibility check: without credentials
+    // nothing is learned, and every modelled dialect stays a candidate.
+    let (node, bin) = secured_without_credentials().await;
     let page = metrics(&bin).await;
     let unknown = info_line(&node, "unknown", &dialect(Knowledge::UNKNOWN));
     assert!(page.contains(&unknown), "{unknown} not in\n{page}");
@@ -684,17 +691,7 @@ async fn with_only_the_major_known_what_depends_on_the_version_is_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_nothing_known_only_what_every_dialect_answers_alike_is_answered() {
-    let node = Node::start("9.2.1", Some("Basic c29tZW9uZTplbHNl")).await;
-    let bin = Binary::start(&[&node.upstream_flag(), admin_flag()], &[]);
-    let deadline = Instant::now() + LIMIT;
-    while !node
-        .seen()
-        .iter()
-        .any(|m| m.header("accept").is_some_and(|a| a.contains("compatible-with=99")))
-    {
-        assert!(Instant::now() < deadline, "no version probe within {LIMIT:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (node, bin) = secured_without_credentials().await;
     let answer = put_error(&bin, &[], br#"{"error":1}"#).await;
     assert_eq!(answer.status(), 400);
     // An 8.x node accepts compatible-with=7, a 9.x one refuses it: the node decides.
