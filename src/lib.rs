@@ -17,7 +17,7 @@
 //! * [`admin`]: health, readiness and metrics on a port of their own;
 //! * [`dev`]: the built-in development upstream.
 #![warn(missing_docs, rust_2018_idioms, missing_debug_implementations)]
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod audit;
@@ -28,6 +28,7 @@ pub mod dev;
 pub mod elasticsearch;
 pub mod es_error;
 pub mod hop;
+mod memory;
 pub mod metrics;
 pub mod observe;
 pub mod reload;

@@ -116,6 +116,16 @@ impl ConnectionHandle {
     }
 }
 
+impl ConnectionHandle {
+    /// Gives the connection's idle upstream connections back to the thread's pool (the client
+    /// connection is parked).
+    pub fn release_upstream(&self) {
+        if let Ok(service) = self.service.try_borrow() {
+            service.1.get_ref().get_ref().release_idle();
+        }
+    }
+}
+
 impl<B> hyper::service::Service<Request<B>> for ConnectionHandle
 where
     B: Into<Body> + Send + 'static,

@@ -713,14 +713,17 @@ async fn serve_client<T: ClientStream>(
                 let client = parts.io.into_inner();
                 io = client.io;
                 service = parts.service;
+                service.inner.release_upstream();
+                crate::memory::note_freed(crate::memory::CONNECTION_BUFFERS);
                 // A fresh, exact-size copy: hyper's read buffer is not kept alive by it.
                 leftover = match (parts.read_buf.is_empty(), client.leftover.is_empty()) {
                     (true, true) => Bytes::new(),
                     _ => Bytes::from([&parts.read_buf[..], &client.leftover[..]].concat()),
                 };
             }
-            Ok(()) => return,
+            Ok(()) => return crate::memory::note_freed(crate::memory::CONNECTION_BUFFERS),
             Err(e) => {
+                crate::memory::note_freed(crate::memory::CONNECTION_BUFFERS);
                 if e.is_parse() {
                     // hyper answered it itself (a bare 400, 414 or 431) and closed.
                     generation.stack.metrics().client_error("malformed");
@@ -1121,6 +1124,7 @@ fn run_aux(aux: Aux) {
         Err(e) => return tracing::error!(error = %e, "cannot start the helper runtime"),
     };
     rt.block_on(async move {
+        let memory = Some(tokio::spawn(crate::memory::give_back(shutdown.clone())));
         let versions = Some(tokio::spawn(learn_current(
             current.clone(),
             generation.clone(),
@@ -1140,7 +1144,7 @@ fn run_aux(aux: Aux) {
                 None,
             ))
         });
-        for task in [dev, probes, versions].into_iter().flatten() {
+        for task in [dev, probes, versions, memory].into_iter().flatten() {
             let _ = task.await;
         }
     });

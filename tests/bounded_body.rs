@@ -159,6 +159,22 @@ async fn a_trickle_costs_what_it_sends_and_stalled_bodies_get_408() {
     assert!(growth < 16 * MIB, "RSS grew by {} KiB", growth / 1024);
     let admin = bin.admin.expect("admin");
     assert_eq!(metric(admin, "esgate_buffered_body_bytes").await, 0);
+
+    // The connections are gone: the heap they used goes back to the system (within 10 s).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut after = memory(pid).0;
+    while after > before + growth / 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        after = memory(pid).0;
+    }
+    eprintln!("trickle: RSS after the connections closed {} KiB", after / 1024);
+    assert!(
+        after <= before + growth / 4,
+        "RSS {} KiB after the trickles ended, {} KiB before them, peak {} KiB",
+        after / 1024,
+        before / 1024,
+        peak / 1024
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

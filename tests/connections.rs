@@ -424,6 +424,88 @@ async fn an_idle_client_connection_costs_at_most_8_kib() {
     drop((quiet, used));
 }
 
+/// `n` connections that each send one forwarded `GET /`, `WAVE` at a time, and then idle.
+async fn after_one_forwarded_get(addr: SocketAddr, n: usize) -> Vec<Client> {
+    const WAVE: usize = 10;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..WAVE.min(n - out.len()) {
+            tasks.spawn(async move {
+                let mut client = Client::connect(addr).await;
+                let response = client.exchange("GET", &request("GET", "/", &[], b"")).await;
+                assert_eq!(response.status(), 200);
+                client
+            });
+        }
+        while let Some(client) = tasks.join_next().await {
+            out.push(client.expect("client"));
+        }
+    }
+    out
+}
+
+/// Polls `probe` until `done` holds for its value, for at most 10 s; returns the last value.
+async fn until<T: Copy>(mut probe: impl FnMut() -> T, done: impl Fn(T) -> bool) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = probe();
+        if done(value) || Instant::now() >= deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A burst of clients that each send one forwarded request, ten at a time, then fall idle: the
+/// upstream connections their requests needed go back to the pool (at most
+/// `pool_max_idle_per_node` stay open) and the heap they used is given back, so that each idle
+/// client connection costs at most 8 KiB again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn after_a_burst_idle_clients_hold_no_upstream_connection_and_8_kib_each() {
+    const N: usize = 1000;
+    const POOL: usize = 8;
+    let up = Upstream::ok().await;
+    let bin = Binary::start(
+        &[
+            &format!("--upstream={}", up.url()),
+            "--admin-listen=127.0.0.1:0",
+            "--workers=1",
+            "--es-version=9.2.0",
+            &format!("--pool-max-idle-per-node={POOL}"),
+        ],
+        &[],
+    );
+    let admin = bin.admin.expect("admin");
+    let pid = bin.child.id();
+    drop(after_one_forwarded_get(bin.addr, 50).await);
+    wait_metric(admin, "esgate_connections_open", 0).await;
+    let fds_before = until(|| open_descriptors(pid), |n| n <= 64);
+    let fds_before = fds_before.await;
+    let before = rss_kib(pid);
+
+    let clients = after_one_forwarded_get(bin.addr, N).await;
+    wait_metric(admin, "esgate_connections_open", N as u64).await;
+    let fds = until(|| open_descriptors(pid), |n| n <= fds_before + N + POOL).await;
+    assert!(
+        fds <= fds_before + N + POOL,
+        "{fds} descriptors for {N} idle clients ({fds_before} before): upstream connections kept"
+    );
+    let per_kib = |rss: u64| rss.saturating_sub(before) as f64 / N as f64;
+    let rss = until(|| rss_kib(pid), |rss| per_kib(rss) <= 8.0).await;
+    eprintln!(
+        "after a burst: {:.2} KiB per idle client connection, {} descriptors",
+        per_kib(rss),
+        fds
+    );
+    assert!(
+        per_kib(rss) <= 8.0,
+        "{:.2} KiB per idle client connection",
+        per_kib(rss)
+    );
+    drop(clients);
+}
+
 // ===== requests on parked connections =====
 
 /// esgate in front of an upstream that echoes the request path in its body.

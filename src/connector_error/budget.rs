@@ -132,6 +132,7 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         if self.bytes > 0 {
             self.counters.held.fetch_sub(self.bytes, Ordering::Relaxed);
+            crate::memory::note_freed(self.bytes as usize);
         }
     }
 }

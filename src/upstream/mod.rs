@@ -278,6 +278,22 @@ impl Holder for ConnState {
 }
 
 impl ConnState {
+    /// Gives every upstream connection not answering back to this thread's pool: the client
+    /// connection is parked and may not send again for a long time.
+    fn release_all(&self) {
+        let mut local = self.lock();
+        for slot in local.slots.iter_mut() {
+            if slot
+                .as_ref()
+                .is_some_and(|idle| idle.send.is_ready() || idle.send.is_closed())
+            {
+                if let Some(idle) = slot.take() {
+                    pool::park(idle, self.pool_max_idle_per_node);
+                }
+            }
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -313,6 +329,16 @@ impl ConnState {
     fn discard(&self, index: usize) {
         let idle = self.lock().slots.get_mut(index).and_then(Option::take);
         drop(idle);
+    }
+}
+
+impl UpstreamService {
+    /// Gives this client connection's idle upstream connections back to the thread's pool at
+    /// once (rather than after [`pool::RELEASE_AFTER`]): called when the client connection is
+    /// parked, so that a burst of clients that then fall idle holds upstream connections only
+    /// while their requests run.
+    pub fn release_idle(&self) {
+        self.conn.release_all();
     }
 }
 
