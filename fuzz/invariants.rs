@@ -2,7 +2,7 @@
 //! target (`fuzz_targets/check_body.rs`) and the corpus replay test (`tests/fuzz_corpus.rs`).
 //!
 //! Cheap on purpose: the fuzzer runs them on every input. Whether a verdict is *right* is the
-//! differential test's job (`tests/oracle.rs`).
+//! differential test's job (`tests/oracle/main.rs`).
 
 use esgate::elasticsearch::{check_body, BodyVerdict};
 use serde_json::Value;

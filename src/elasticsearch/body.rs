@@ -1,7 +1,7 @@
 //! The body of `PUT /_connector/<id>/_error`, checked the way Elasticsearch checks it.
 //!
 //! Pure: bytes in, a [`BodyVerdict`] out. The answers match Elasticsearch's byte for byte
-//! (`docs/connector-error.md`, "Body rows"; `tests/oracle.rs` compares them with the project's
+//! (`docs/connector-error.md`, "Body rows"; `tests/oracle/main.rs` compares them with the project's
 //! oracle on the real jackson-core of each dialect).
 
 use super::dialect::{Dialect, DialectSet, Jackson, Wrapping};
