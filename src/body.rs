@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::connector_error::{GuardedBody, ResponseBody};
 use crate::BoxError;
 
 /// A request or response body: streamed from a peer, or a complete buffer esgate made.
@@ -52,6 +53,26 @@ impl Body {
 impl From<Incoming> for Body {
     fn from(body: Incoming) -> Self {
         Body::Incoming(body)
+    }
+}
+
+/// The guard's request body as the upstream sends it: the client's own stream stays unboxed.
+impl<B: Into<Body>> From<GuardedBody<B>> for Body {
+    fn from(body: GuardedBody<B>) -> Self {
+        match body.into_original() {
+            Ok(original) => original.into(),
+            Err(bytes) => bytes.map_or(Body::Empty, Body::Full),
+        }
+    }
+}
+
+/// The guard's response body as the server writes it.
+impl<B: Into<Body>> From<ResponseBody<B>> for Body {
+    fn from(body: ResponseBody<B>) -> Self {
+        match body.into_original() {
+            Ok(original) => original.into(),
+            Err(bytes) => bytes.map_or(Body::Empty, Body::Full),
+        }
     }
 }
 

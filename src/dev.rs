@@ -28,7 +28,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Map, Value};
 
 use crate::body::Body;
-use crate::connector_error::decode::{decode_body, Decoded};
+use crate::connector_error::{decode_body, Decoded};
 use crate::es_error::{error_body, json_response};
 
 /// The header every Elasticsearch answer carries and official clients check for.

@@ -24,6 +24,7 @@ use tower::Service;
 
 use crate::body::Body;
 use crate::config::Config;
+use crate::connector_error::ResponseBody;
 use crate::stack::{ConnectionService, Stack};
 use crate::tls::ServerTls;
 use crate::upstream::ConnInfo;
@@ -128,9 +129,10 @@ impl ConnectionHandle {
 
 impl<B> hyper::service::Service<Request<B>> for ConnectionHandle
 where
-    B: Into<Body> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Into<Body> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
 {
-    type Response = Response<Body>;
+    type Response = Response<ResponseBody<Body>>;
     type Error = Infallible;
     type Future = <ConnectionService as Service<Request<B>>>::Future;
 

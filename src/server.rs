@@ -64,6 +64,7 @@ use crate::admin::{Admin, Readiness};
 use crate::audit::{self, AuditThread, Auditor};
 use crate::body::Body;
 use crate::config::{Config, NodeUrl};
+use crate::connector_error::ResponseBody;
 use crate::dev::DevUpstream;
 use crate::metrics::Metrics;
 use crate::reload::{self, ConnectionHandle, Current, Generation};
@@ -958,13 +959,14 @@ pin_project! {
 
 impl<F> Future for CheckedFuture<F>
 where
-    F: Future<Output = Result<Response<Body>, Infallible>>,
+    F: Future<Output = Result<Response<ResponseBody<Body>>, Infallible>>,
 {
     type Output = Result<Response<Body>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            CheckedProj::Forward { inner } => inner.poll(cx),
+            // The guard's body becomes esgate's own enum again: a move, no box.
+            CheckedProj::Forward { inner } => inner.poll(cx).map_ok(|r| r.map(Body::from)),
             CheckedProj::Answer { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
         }
     }

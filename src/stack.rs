@@ -9,7 +9,7 @@ use tower::ServiceBuilder;
 
 use crate::audit::Auditor;
 use crate::config::Config;
-use crate::connector_error::{AuthCheck, Budget, ConnectorErrorGuard, ConnectorErrorLayer, GuardConfig};
+use crate::connector_error::{Budget, ConnectorErrorGuard, ConnectorErrorLayer};
 use crate::metrics::Metrics;
 use crate::observe::{Observe, ObserveLayer};
 use crate::upstream::{ConnInfo, Upstream, UpstreamService};
@@ -39,20 +39,21 @@ impl Stack {
         if let Some(version) = ce.es_version {
             upstream.pin(version);
         }
-        let guard = GuardConfig {
-            max_body_size: ce.max_body_size,
-            auth: ce.check_auth.then(|| AuthCheck::new(ce.auth_cache_ttl)),
-            report_only: ce.report_only,
-            error_text_limit: audit.is_some().then_some(config.audit.max_error_length),
-            body_read_timeout: Some(config.server.body_read_timeout).filter(|d| !d.is_zero()),
+        let mut connector_error = ConnectorErrorLayer::new()
+            .max_body_size(ce.max_body_size)
+            .report_only(ce.report_only)
+            .error_text_limit(audit.is_some().then_some(config.audit.max_error_length))
+            .body_read_timeout(Some(config.server.body_read_timeout).filter(|d| !d.is_zero()))
             // Counted in the metrics registry, which outlives reloads: bodies read under an
             // older configuration still count against the new limit.
-            budget: Budget::new(ce.max_buffered_bytes, metrics.buffers().clone()),
-            knowledge: upstream.knowledge().clone(),
-        };
+            .budget(Budget::new(ce.max_buffered_bytes, metrics.buffers().clone()))
+            .knowledge(upstream.knowledge().clone());
+        if ce.check_auth {
+            connector_error = connector_error.check_auth(ce.auth_cache_ttl);
+        }
         Stack {
             upstream,
-            connector_error: ConnectorErrorLayer::new(guard),
+            connector_error,
             metrics,
             audit,
         }

@@ -18,7 +18,9 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use tower::Service;
 
+use super::body::GuardedBody;
 use crate::body::Body;
+use crate::BoxError;
 
 /// Headers that carry who the caller is.
 const CREDENTIAL_HEADERS: [HeaderName; 3] = [
@@ -79,15 +81,21 @@ impl AuthCheck {
     }
 
     /// Checks the credentials of the request whose head is `parts` with the upstream `inner`.
-    pub async fn check<S>(&self, inner: &mut S, parts: &http::request::Parts) -> Result<Outcome, S::Error>
+    pub(crate) async fn check<S, B, ResB>(
+        &self,
+        inner: &mut S,
+        parts: &http::request::Parts,
+    ) -> Result<Outcome, S::Error>
     where
-        S: Service<Request<Body>, Response = Response<Body>>,
+        S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
+        ResB: http_body::Body<Data = Bytes>,
+        ResB::Error: Into<BoxError>,
     {
         let key = self.digest(&parts.headers);
         if let Some(cached) = self.lookup(key) {
             return Ok(outcome(cached));
         }
-        let mut request = Request::new(Body::Empty);
+        let mut request = Request::new(GuardedBody::buffered(Bytes::new()));
         *request.method_mut() = Method::GET;
         *request.uri_mut() = http::Uri::from_static("/_security/_authenticate");
         for name in CREDENTIAL_HEADERS.iter().chain([&HOST]) {

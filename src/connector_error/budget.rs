@@ -36,7 +36,7 @@ pub struct Budget {
 impl Budget {
     /// A budget of `limit` bytes counted in `counters` (shared across reloads through the
     /// metrics registry, so that requests of an older configuration still count).
-    pub fn new(limit: usize, counters: Arc<BufferCounters>) -> Self {
+    pub(crate) fn new(limit: usize, counters: Arc<BufferCounters>) -> Self {
         Budget {
             counters,
             limit: limit as u64,
@@ -64,7 +64,7 @@ impl Budget {
     }
 
     /// A reservation of `bytes`, or the trip that refuses it (counted).
-    pub fn reserve(&self, bytes: usize) -> Result<Reservation, Tripped> {
+    pub(crate) fn reserve(&self, bytes: usize) -> Result<Reservation, Tripped> {
         let mut reservation = Reservation {
             counters: self.counters.clone(),
             limit: self.limit,
@@ -77,7 +77,7 @@ impl Budget {
 
 /// Bytes taken from a [`Budget`]; given back on drop.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     counters: Arc<BufferCounters>,
     limit: u64,
     bytes: u64,
@@ -85,13 +85,14 @@ pub struct Reservation {
 
 impl Reservation {
     /// The bytes this reservation holds.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         usize::try_from(self.bytes).unwrap_or(usize::MAX)
     }
 
     /// Takes `more` bytes, or fails without taking any: quietly (no trip counted), so that a
     /// caller may try a smaller amount.
-    pub fn try_grow(&mut self, more: usize) -> Result<(), Tripped> {
+    pub(crate) fn try_grow(&mut self, more: usize) -> Result<(), Tripped> {
         let more = more as u64;
         let limit = self.limit;
         match self
@@ -112,14 +113,14 @@ impl Reservation {
     }
 
     /// As [`Reservation::try_grow`], counting a refusal as a trip of the breaker.
-    pub fn grow(&mut self, more: usize) -> Result<(), Tripped> {
+    pub(crate) fn grow(&mut self, more: usize) -> Result<(), Tripped> {
         self.try_grow(more).inspect_err(|_| {
             self.counters.trips.fetch_add(1, Ordering::Relaxed);
         })
     }
 
     /// Gives back what is held beyond `bytes`.
-    pub fn shrink_to(&mut self, bytes: usize) {
+    pub(crate) fn shrink_to(&mut self, bytes: usize) {
         let bytes = bytes as u64;
         if bytes < self.bytes {
             self.counters.held.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
@@ -141,21 +142,23 @@ impl Drop for Reservation {
 /// given back to the budget when the last `Bytes` of it is dropped (once it has been sent
 /// upstream, for a forwarded body).
 #[derive(Debug)]
-pub struct Held {
+pub(crate) struct Held {
     data: Vec<u8>,
+    /// Kept for its `Drop`, which gives the bytes back.
+    #[cfg_attr(not(test), allow(dead_code))]
     reservation: Reservation,
 }
 
 impl Held {
     /// `data`, paid for by `reservation`; the reservation is cut to the buffer's capacity when
     /// it holds more.
-    pub fn new(data: Vec<u8>, mut reservation: Reservation) -> Self {
+    pub(crate) fn new(data: Vec<u8>, mut reservation: Reservation) -> Self {
         reservation.shrink_to(data.capacity());
         Held { data, reservation }
     }
 
     /// The bytes, keeping the reservation until the last clone is dropped.
-    pub fn into_bytes(self) -> Bytes {
+    pub(crate) fn into_bytes(self) -> Bytes {
         if self.data.is_empty() {
             return Bytes::new();
         }
@@ -163,7 +166,8 @@ impl Held {
     }
 
     /// Bytes reserved for it.
-    pub fn reserved(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn reserved(&self) -> usize {
         self.reservation.bytes()
     }
 }
@@ -176,7 +180,7 @@ impl AsRef<[u8]> for Held {
 
 /// A reservation that would pass the limit: `wanted` is what the held bytes would have become.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Tripped {
+pub(crate) struct Tripped {
     /// The bytes that would be held with this reservation.
     pub wanted: u64,
     /// The limit.

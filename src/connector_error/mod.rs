@@ -12,48 +12,52 @@
 //! forwarded unchanged and Elasticsearch answers.
 //!
 //! The Elasticsearch model the layer applies is pure and lives in [`crate::elasticsearch`]; here
-//! are the HTTP side of it: [`service`] (the guard: the agreement rule over the candidate
-//! dialects, forwarding), [`read`] (the body read into one buffer, with a deadline; lingering
-//! after an early answer), [`budget`] (the bytes of all bodies held at once, and the 429 past
-//! it), [`layer`], [`decode`] (gzip/deflate), [`auth`] (the optional credential check) and
-//! [`verdict`] (the record of what was done). Every response to the route carries an [`Intercepted`] record in its extensions (what
-//! was done and why), which the audit trail and metrics read. With `report_only`, calls that would
-//! be refused are forwarded unchanged and recorded as [`Verdict::WouldReject`]. Reference:
-//! `docs/connector-error.md` and `docs/dialects.md`.
+//! is the HTTP side of it, one concern per module (all private, re-exported here): `service`
+//! (the guard: the agreement rule over the candidate dialects, forwarding), `body` (the body
+//! types it hands on), `read` (the body read into one buffer, with a deadline; lingering after an
+//! early answer), `budget` (the bytes of all bodies held at once, and the 429 past it), `layer`
+//! (the settings), `decode` (gzip/deflate), `auth` (the optional credential check) and `verdict`
+//! (the record of what was done). Every response to the route carries an [`Intercepted`] record
+//! in its extensions (what was done and why), which the audit trail and metrics read. With
+//! `report_only`, calls that would be refused are forwarded unchanged and recorded as
+//! [`Verdict::WouldReject`]. Reference: `docs/connector-error.md` and `docs/dialects.md`.
+//!
+//! # Bodies
+//!
+//! [`ConnectorErrorGuard`] is a service for any request body with [`Bytes`](bytes::Bytes)
+//! frames. The inner service receives a [`GuardedBody`]: the caller's own body, untouched and
+//! unbuffered, for every request but the intercepted route, the bytes esgate read for that one.
+//! It may answer any body with `Bytes` frames; the guard answers [`ResponseBody`]: the inner
+//! service's body, or one esgate wrote.
 //!
 //! # Example
 //!
 //! ```
-//! use esgate::connector_error::{ConnectorErrorLayer, GuardConfig};
+//! use esgate::connector_error::{ConnectorErrorLayer, GuardedBody};
+//! use http_body_util::Full;
 //! use tower::ServiceBuilder;
 //!
-//! let layer = ConnectorErrorLayer::new(GuardConfig {
-//!     max_body_size: 1 << 20,
-//!     auth: None,
-//!     report_only: false,
-//!     error_text_limit: None,
-//!     body_read_timeout: Some(std::time::Duration::from_secs(30)),
-//!     budget: esgate::connector_error::Budget::unshared(48 << 20),
-//!     knowledge: esgate::elasticsearch::SharedKnowledge::default(),
-//! });
+//! let layer = ConnectorErrorLayer::new().max_body_size(1 << 20);
 //! let stack = ServiceBuilder::new().layer(layer).service(tower::service_fn(
-//!     |_req: http::Request<esgate::Body>| async {
-//!         Ok::<_, std::convert::Infallible>(http::Response::new(esgate::Body::Empty))
+//!     |_req: http::Request<GuardedBody<Full<bytes::Bytes>>>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(bytes::Bytes::from("{}"))))
 //!     },
 //! ));
 //! # let _ = stack;
 //! ```
 
-pub mod auth;
-pub mod budget;
-pub mod decode;
-pub mod layer;
-pub mod read;
-pub mod service;
-pub mod verdict;
+mod auth;
+mod body;
+mod budget;
+mod decode;
+mod layer;
+mod read;
+mod service;
+mod verdict;
 
-pub use auth::AuthCheck;
+pub use body::{GuardedBody, ResponseBody};
 pub use budget::Budget;
+pub(crate) use decode::{decode_body, Decoded};
 pub use layer::ConnectorErrorLayer;
-pub use service::{ConnectorErrorGuard, GuardConfig};
+pub use service::{unchecked, ConnectorErrorGuard, ResponseFuture, REQUEST_TIMEOUT_TYPE};
 pub use verdict::{Intercepted, Rejection, Verdict};

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 
 use super::budget::{Budget, Held, Tripped};
-use crate::body::Body;
 use crate::BoxError;
 
 /// How long an unread body is drained after an early answer.
@@ -45,13 +44,17 @@ pub enum ReadError {
 /// Reads `body` whole into one buffer paid for by `budget`. `declared` is the request's
 /// `Content-Length` (already checked against `limit`). `deadline`: the longest wait for a frame.
 /// On error the buffer is freed before returning; `body` keeps whatever was not read.
-pub async fn read_body(
-    body: &mut Body,
+pub(crate) async fn read_body<B>(
+    body: &mut B,
     declared: Option<u64>,
     limit: usize,
     budget: &Budget,
     deadline: Option<Duration>,
-) -> Result<Bytes, ReadError> {
+) -> Result<Bytes, ReadError>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX).min(limit));
     let mut reservation = budget.reserve(declared.unwrap_or(0)).map_err(ReadError::Tripped)?;
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
@@ -66,7 +69,7 @@ pub async fn read_body(
             },
         };
         let Some(frame) = frame else { break };
-        let frame = frame.map_err(ReadError::Broken)?;
+        let frame = frame.map_err(|e| ReadError::Broken(e.into()))?;
         if let Some((d, sleep)) = &mut timer {
             sleep.as_mut().reset(tokio::time::Instant::now() + *d);
         }
@@ -100,8 +103,11 @@ pub async fn read_body(
 /// Reads and drops what is left of `body` in a task of its own, for at most [`LINGER_TIME`] and
 /// [`LINGER_BYTES`], then drops it (and hyper closes the connection if the body was not all
 /// read). Nothing is done for a body already read, or outside a tokio runtime.
-pub fn linger(body: Body) {
-    if http_body::Body::is_end_stream(&body) || matches!(body, Body::Empty) {
+pub(crate) fn linger<B>(body: B)
+where
+    B: http_body::Body<Data = Bytes> + Unpin + Send + 'static,
+{
+    if body.is_end_stream() {
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -128,6 +134,7 @@ pub fn linger(body: Body) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::body::Body;
     use std::pin::Pin;
     use std::task::{Context, Poll};
     use tokio::sync::mpsc;

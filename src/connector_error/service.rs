@@ -25,6 +25,7 @@ use pin_project_lite::pin_project;
 use tower::Service;
 
 use super::auth::{AuthCheck, Outcome};
+use super::body::{GuardedBody, ResponseBody};
 use super::budget::{Budget, Held};
 use super::decode::{decode_budgeted, Decoded};
 use super::read::{linger, read_body, ReadError};
@@ -37,6 +38,7 @@ use crate::elasticsearch::{
     check_body_agreed, check_connector_id, BodyVerdict, DialectSet, Knowledge, SharedKnowledge,
 };
 use crate::es_error;
+use crate::BoxError;
 
 /// Bodies up to this size (as received) are checked on the worker thread; larger ones, and
 /// encoded ones above [`INLINE_ENCODED_BYTES`], on the blocking pool.
@@ -50,28 +52,46 @@ pub const REDACTION_CONTEXT: usize = 4 * 1024;
 /// The `type` of the error esgate answers when an intercepted body stopped arriving (408).
 pub const REQUEST_TIMEOUT_TYPE: &str = "esgate_request_timeout_exception";
 
-/// Settings of the connector-error checks.
-#[derive(Debug)]
-pub struct GuardConfig {
+/// Settings of the connector-error checks, set through [`ConnectorErrorLayer`]'s builder.
+///
+/// [`ConnectorErrorLayer`]: super::ConnectorErrorLayer
+#[derive(Clone, Debug)]
+pub(crate) struct GuardConfig {
     /// Largest body (after decompression) read on the intercepted route; larger ones get 413.
-    pub max_body_size: usize,
+    pub(crate) max_body_size: usize,
     /// Checks the caller's credentials with the upstream before a local rejection.
-    pub auth: Option<AuthCheck>,
+    pub(crate) auth: Option<Arc<AuthCheck>>,
     /// Forward every call; record refusals as [`Verdict::WouldReject`] instead of answering them.
-    pub report_only: bool,
+    pub(crate) report_only: bool,
     /// Put the start of the `error` text of valid calls into [`Intercepted::error_text`] (for
     /// auditing): this many bytes of it (`audit.max_error_length`), cut at a character boundary,
     /// plus [`REDACTION_CONTEXT`]. `None`: no text is kept.
-    pub error_text_limit: Option<usize>,
+    pub(crate) error_text_limit: Option<usize>,
     /// Longest wait for the next part of an intercepted body (`server.body_read_timeout`); then
     /// 408. `None`: no limit.
-    pub body_read_timeout: Option<Duration>,
+    pub(crate) body_read_timeout: Option<Duration>,
     /// Bytes of all intercepted bodies held at once (`connector_error.max_buffered_bytes`); a
     /// call that would pass it gets 429.
-    pub budget: Budget,
+    pub(crate) budget: Budget,
     /// The dialects of the nodes calls may go to: learned by the upstream's version probes, or
     /// pinned. A call is answered locally only when every one of them answers it alike.
-    pub knowledge: SharedKnowledge,
+    pub(crate) knowledge: SharedKnowledge,
+}
+
+/// The defaults of esgate's own configuration (`config/esgate.toml`).
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            // Elasticsearch's own `http.max_content_length`.
+            max_body_size: 100 << 20,
+            auth: None,
+            report_only: false,
+            error_text_limit: None,
+            body_read_timeout: Some(Duration::from_secs(30)),
+            budget: Budget::unshared(48 << 20),
+            knowledge: SharedKnowledge::default(),
+        }
+    }
 }
 
 /// Intercepts the Update connector error API in front of `S`. See the [module docs](super).
@@ -83,7 +103,7 @@ pub struct ConnectorErrorGuard<S> {
 
 impl<S> ConnectorErrorGuard<S> {
     /// Wraps `inner`.
-    pub fn new(inner: S, config: Arc<GuardConfig>) -> Self {
+    pub(crate) fn new(inner: S, config: Arc<GuardConfig>) -> Self {
         ConnectorErrorGuard { inner, config }
     }
 
@@ -103,92 +123,106 @@ impl<S> ConnectorErrorGuard<S> {
     }
 }
 
-type BoxFuture<E> = Pin<Box<dyn Future<Output = Result<Response<Body>, E>> + Send>>;
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 pin_project! {
     /// The future of [`ConnectorErrorGuard`]: the inner service's own future for pass-through
     /// requests, a boxed one for the intercepted route.
-    // The fields are the futures the variants name.
-    #[allow(missing_docs)]
-    #[project = ResponseFutureProj]
-    pub enum ResponseFuture<F, E> {
-        /// Not the intercepted route.
-        PassThrough {
-            #[pin]
-            future: F,
-        },
-        /// The intercepted route.
-        Guarded {
-            future: BoxFuture<E>,
-        },
+    pub struct ResponseFuture<F, ResB, E> {
+        #[pin]
+        kind: FutureKind<F, ResB, E>,
     }
 }
 
-impl<F, E> Future for ResponseFuture<F, E>
+pin_project! {
+    #[project = FutureKindProj]
+    enum FutureKind<F, ResB, E> {
+        PassThrough { #[pin] future: F },
+        Guarded { future: BoxFuture<Response<ResponseBody<ResB>>, E> },
+    }
+}
+
+impl<F, ResB, E> std::fmt::Debug for ResponseFuture<F, ResB, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, ResB, E> Future for ResponseFuture<F, ResB, E>
 where
-    F: Future<Output = Result<Response<Body>, E>>,
+    F: Future<Output = Result<Response<ResB>, E>>,
 {
-    type Output = Result<Response<Body>, E>;
+    type Output = Result<Response<ResponseBody<ResB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            ResponseFutureProj::PassThrough { future } => future.poll(cx),
-            ResponseFutureProj::Guarded { future } => future.as_mut().poll(cx),
+        match self.project().kind.project() {
+            FutureKindProj::PassThrough { future } => future.poll(cx).map_ok(|r| r.map(ResponseBody::original)),
+            FutureKindProj::Guarded { future } => future.as_mut().poll(cx),
         }
     }
 }
 
-impl<S, B> Service<Request<B>> for ConnectorErrorGuard<S>
+impl<S, B, ResB> Service<Request<B>> for ConnectorErrorGuard<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: Into<Body>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
-    type Response = Response<Body>;
+    type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, S::Error>;
+    type Future = ResponseFuture<S::Future, ResB, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let req = req.map(Into::into);
         if req.method() == Method::PUT {
             if let Route::UpdateError(ConnectorId::Decoded(id)) = match_path(req.uri().path()) {
                 // The ready service goes into the future; a fresh clone stays for the next call.
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let config = self.config.clone();
-                return ResponseFuture::Guarded {
-                    future: Box::pin(guard(inner, config, req, id)),
+                return ResponseFuture {
+                    kind: FutureKind::Guarded {
+                        future: Box::pin(guard(inner, config, req, id)),
+                    },
                 };
             }
         }
-        ResponseFuture::PassThrough {
-            future: self.inner.call(req),
+        ResponseFuture {
+            kind: FutureKind::PassThrough {
+                future: self.inner.call(req.map(GuardedBody::original)),
+            },
         }
     }
 }
 
 /// The intercepted route: the checks, then the record of what was done.
-async fn guard<S>(
+async fn guard<S, B, ResB>(
     inner: S,
     config: Arc<GuardConfig>,
-    req: Request<Body>,
+    req: Request<B>,
     connector_id: String,
-) -> Result<Response<Body>, S::Error>
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
     let knowledge = config.knowledge.load();
     let (mut response, verdict, error_text) = match knowledge {
         // In front of a version esgate does not model it checks nothing, not even the size.
         Knowledge::Unmodelled(version) => {
             tracing::debug!(%version, "connector error passed through: the Elasticsearch version is not modelled");
-            let response = ready_call(inner, req).await?;
+            let response = ready_call(inner, req.map(GuardedBody::original)).await?;
             (response, Verdict::Unchecked(unchecked::UNMODELLED_VERSION), None)
         }
         Knowledge::Dialects(dialects) => check(inner, &config, dialects, req, &connector_id).await?,
@@ -215,7 +249,7 @@ struct ErrorText {
 }
 
 /// A response, what was done, and the `error` text of a valid call.
-type Checked = (Response<Body>, Verdict, Option<ErrorText>);
+type Checked<ResB> = (Response<ResponseBody<ResB>>, Verdict, Option<ErrorText>);
 
 /// Why a call is forwarded unchecked, beyond the model's own reasons.
 pub mod unchecked {
@@ -229,18 +263,22 @@ pub mod unchecked {
 
 /// The checks in Elasticsearch's order (`docs/connector-error.md`, "Order of checks"), for a node
 /// speaking any of `dialects`.
-async fn check<S>(
+async fn check<S, B, ResB>(
     inner: S,
     config: &GuardConfig,
     dialects: DialectSet,
-    req: Request<Body>,
+    req: Request<B>,
     id: &str,
-) -> Result<Checked, S::Error>
+) -> Result<Checked<ResB>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
-    let (parts, mut body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let limit = config.max_body_size;
 
     // 1. The HTTP layer: size limit, deadline, budget, then decompression. These bound memory,
@@ -258,10 +296,12 @@ where
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if declared.is_some_and(|n| n > limit as u64) {
         if !expects_continue {
-            linger(body);
+            linger(Box::pin(body));
         }
         return Ok(local(too_large(limit)));
     }
+    // Pinned once, for any body type; this route only.
+    let mut body = Box::pin(body);
     let raw = match read_body(&mut body, declared, limit, &config.budget, config.body_read_timeout).await {
         Ok(raw) => raw,
         Err(e) => {
@@ -478,16 +518,20 @@ fn accepted_literal(body: &Bytes, dialects: DialectSet) -> Option<Literal> {
 /// Answers `response` locally. With the credential check on, the caller's credentials are
 /// checked first: a secured cluster authenticates every request before any of these checks
 /// (`docs/connector-error.md`, "Order of checks"), so a caller it would refuse gets its 401.
-async fn refuse<S>(
+async fn refuse<S, B, ResB>(
     mut inner: S,
     config: &GuardConfig,
     parts: http::request::Parts,
     raw: Bytes,
     response: Response<Body>,
-) -> Result<Checked, S::Error>
+) -> Result<Checked<ResB>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>> + Clone + Send + 'static,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    ResB: http_body::Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
 {
     if let Some(auth) = &config.auth {
         match auth.check(&mut inner, &parts).await? {
@@ -498,7 +542,7 @@ where
                     error_type: None,
                     reason: "the credentials were refused by Elasticsearch".to_owned(),
                 };
-                return Ok((response, Verdict::Rejected(rejection), None));
+                return Ok((into_local(response), Verdict::Rejected(rejection), None));
             }
             Outcome::Unknown => return unchecked(inner, parts, raw, "credentials could not be checked").await,
         }
@@ -618,9 +662,17 @@ fn hex4(digits: &[u8]) -> Option<u16> {
 }
 
 /// A local answer and its record.
-fn local(response: Response<Body>) -> Checked {
+fn local<ResB>(response: Response<Body>) -> Checked<ResB> {
     let rejection = rejection_of(&response);
-    (response, Verdict::Rejected(rejection), None)
+    (into_local(response), Verdict::Rejected(rejection), None)
+}
+
+/// An answer esgate made (always a complete buffer) as the guard's response body.
+fn into_local<ResB>(response: Response<Body>) -> Response<ResponseBody<ResB>> {
+    response.map(|body| match body {
+        Body::Full(bytes) => ResponseBody::buffered(bytes),
+        _ => ResponseBody::buffered(Bytes::new()),
+    })
 }
 
 /// The [`Rejection`] a local answer carries.
@@ -633,64 +685,73 @@ fn rejection_of(response: &Response<Body>) -> Rejection {
 }
 
 /// Report-only: forwards the call unchanged, recording what esgate would have answered.
-async fn would_reject<S>(
-    mut inner: S,
+async fn would_reject<S, B, ResB>(
+    inner: S,
     parts: http::request::Parts,
     raw: Bytes,
     rejection: Rejection,
-) -> Result<Checked, S::Error>
+) -> Result<Checked<ResB>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
 {
     tracing::debug!(error_type = rejection.label(), "report-only: would reject; forwarded");
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    let response = inner.call(Request::from_parts(parts, Body::full(raw))).await?;
+    let response = ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(raw))).await?;
     Ok((response, Verdict::WouldReject(rejection), None))
 }
 
 /// Calls `inner` with `req` once it is ready.
-async fn ready_call<S>(mut inner: S, req: Request<Body>) -> Result<Response<Body>, S::Error>
+async fn ready_call<S, B, ResB>(
+    mut inner: S,
+    req: Request<GuardedBody<B>>,
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
 {
     std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    inner.call(req).await
+    Ok(inner.call(req).await?.map(ResponseBody::original))
 }
 
 /// Forwards the call unchanged: esgate cannot tell what Elasticsearch would answer.
-async fn unchecked<S>(inner: S, parts: http::request::Parts, raw: Bytes, why: &'static str) -> Result<Checked, S::Error>
+async fn unchecked<S, B, ResB>(
+    inner: S,
+    parts: http::request::Parts,
+    raw: Bytes,
+    why: &'static str,
+) -> Result<Checked<ResB>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
 {
     let response = forward_original(inner, parts, raw, why).await?;
     Ok((response, Verdict::Unchecked(why), None))
 }
 
 /// Forwards with `body` as the whole body: a fresh `Content-Length`, no encodings left over.
-async fn forward<S>(mut inner: S, mut parts: http::request::Parts, body: Bytes) -> Result<Response<Body>, S::Error>
+async fn forward<S, B, ResB>(
+    inner: S,
+    mut parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
 {
     parts.headers.remove(CONTENT_ENCODING);
     parts.headers.remove(TRANSFER_ENCODING);
     parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    inner.call(Request::from_parts(parts, Body::full(body))).await
+    ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(body))).await
 }
 
 /// Forwards the request as the client sent it (the body was read, so it goes as a buffer).
-async fn forward_original<S>(
-    mut inner: S,
+async fn forward_original<S, B, ResB>(
+    inner: S,
     parts: http::request::Parts,
     raw: Bytes,
     why: &'static str,
-) -> Result<Response<Body>, S::Error>
+) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
-    S: Service<Request<Body>, Response = Response<Body>>,
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
 {
     tracing::debug!(reason = why, "connector error passed through unchecked");
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    inner.call(Request::from_parts(parts, Body::full(raw))).await
+    ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(raw))).await
 }
 
 /// 413 in Elasticsearch's shape.
@@ -813,5 +874,196 @@ mod tests {
         assert_eq!(duration_text(Duration::from_secs(30)), "30s");
         assert_eq!(duration_text(Duration::from_millis(250)), "250ms");
         assert_eq!(duration_text(Duration::from_millis(1500)), "1.5s");
+    }
+}
+
+/// The guard in process, around an inner service that records what it receives: no sockets.
+#[cfg(test)]
+mod guard_tests {
+    use std::convert::Infallible;
+    use std::sync::{Arc, Mutex};
+
+    use bytes::Bytes;
+    use http::{Method, Request, Response, StatusCode};
+    use http_body_util::{BodyExt, Full};
+    use tower::{Layer, ServiceExt};
+
+    use super::super::{ConnectorErrorLayer, GuardedBody, Intercepted, ResponseBody, Verdict};
+    use crate::elasticsearch::{Knowledge, SharedKnowledge, Version};
+
+    /// What the inner service saw: method, path, `Content-Length`, and the body when it was a
+    /// buffer (`None` when the caller's own body was passed on).
+    type Seen = Arc<Mutex<Vec<(Method, String, Option<String>, Option<Bytes>)>>>;
+
+    /// An inner service that records each request and answers `{"result":"updated"}`.
+    fn recording() -> (Seen, GuardInner) {
+        let seen: Seen = Arc::default();
+        let log = seen.clone();
+        let inner = tower::service_fn(move |req: Request<GuardedBody<Full<Bytes>>>| {
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let length = parts
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let buffered = body.into_original().err().map(Option::unwrap_or_default);
+                log.lock()
+                    .map(|mut l| l.push((parts.method, parts.uri.path().to_owned(), length, buffered)))
+                    .ok();
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+                    b"{\"result\":\"updated\"}",
+                ))))
+            }
+        });
+        (seen, tower::util::BoxCloneService::new(inner))
+    }
+
+    fn layer() -> ConnectorErrorLayer {
+        let version = Version::parse("9.5.0").expect("a version");
+        ConnectorErrorLayer::new().knowledge(SharedKnowledge::new(Knowledge::for_version(version)))
+    }
+
+    fn put(body: &'static [u8]) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(Method::PUT)
+            .uri("/_connector/c1/_error")
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("a request")
+    }
+
+    async fn call(
+        layer: ConnectorErrorLayer,
+        seen_inner: impl FnOnce() -> (Seen, GuardInner),
+        req: Request<Full<Bytes>>,
+    ) -> (Seen, Response<ResponseBody<Full<Bytes>>>) {
+        let (seen, inner) = seen_inner();
+        let response = layer.layer(inner).oneshot(req).await.expect("infallible");
+        (seen, response)
+    }
+
+    type GuardInner =
+        tower::util::BoxCloneService<Request<GuardedBody<Full<Bytes>>>, Response<Full<Bytes>>, Infallible>;
+
+    async fn text(response: Response<ResponseBody<Full<Bytes>>>) -> (StatusCode, String, Option<Intercepted>) {
+        let (mut parts, body) = response.into_parts();
+        let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let record = parts.extensions.remove::<Intercepted>();
+        (parts.status, String::from_utf8_lossy(&bytes).into_owned(), record)
+    }
+
+    #[tokio::test]
+    async fn other_routes_pass_with_the_callers_own_body() {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/idx/_doc")
+            .body(Full::new(Bytes::from_static(b"{\"a\":1}")))
+            .expect("a request");
+        let (seen, response) = call(layer(), recording, req).await;
+        let (status, body, record) = text(response).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "{\"result\":\"updated\"}"));
+        assert!(record.is_none());
+        let seen = seen.lock().expect("log").clone();
+        // Not buffered: the inner service got the original body, not a copy.
+        assert_eq!(seen, vec![(Method::POST, "/idx/_doc".to_owned(), None, None)]);
+    }
+
+    /// A body that never yields a frame.
+    struct Endless;
+
+    impl http_body::Body for Endless {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            std::task::Poll::Pending
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pass_through_body_is_not_read_before_the_inner_service_answers() {
+        // Were the body read first, this would never complete.
+        let inner = tower::service_fn(|req: Request<GuardedBody<Endless>>| async move {
+            assert!(req.into_body().into_original().is_ok());
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+        });
+        let req = Request::builder()
+            .method(Method::PUT)
+            .uri("/idx/_doc/1")
+            .body(Endless)
+            .expect("a request");
+        let response = layer().layer(inner).oneshot(req).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn a_refused_call_is_answered_here_and_never_reaches_the_inner_service() {
+        let (seen, response) = call(layer(), recording, put(b"{\"error\":42}")).await;
+        let (status, body, record) = text(response).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        assert_eq!(json["status"], 400);
+        assert_eq!(json["error"]["type"], "x_content_parse_exception", "{body}");
+        assert!(matches!(record.map(|r| r.verdict), Some(Verdict::Rejected(_))));
+        assert!(seen.lock().expect("log").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_valid_call_goes_on_with_its_canonical_body() {
+        let (seen, response) = call(layer(), recording, put(b"{ \"error\" : \"disk full\" }")).await;
+        let (status, body, record) = text(response).await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "{\"result\":\"updated\"}"));
+        assert!(matches!(record.map(|r| r.verdict), Some(Verdict::Forwarded)));
+        let seen = seen.lock().expect("log").clone();
+        let canonical = Bytes::from_static(b"{\"error\":\"disk full\"}");
+        assert_eq!(
+            seen,
+            vec![(
+                Method::PUT,
+                "/_connector/c1/_error".to_owned(),
+                Some("21".to_owned()),
+                Some(canonical)
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn report_only_forwards_what_it_would_refuse_as_it_came() {
+        let (seen, response) = call(layer().report_only(true), recording, put(b"{\"error\":42}")).await;
+        let (status, _, record) = text(response).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(matches!(record.map(|r| r.verdict), Some(Verdict::WouldReject(_))));
+        let seen = seen.lock().expect("log").clone();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].3.as_deref(), Some(&b"{\"error\":42}"[..]));
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_gets_413_even_in_report_only_mode() {
+        let (seen, response) = call(
+            layer().max_body_size(8).report_only(true),
+            recording,
+            put(b"{\"error\":\"too long\"}"),
+        )
+        .await;
+        let (status, body, _) = text(response).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+        assert!(body.contains("\"status\":413"), "{body}");
+        assert!(seen.lock().expect("log").is_empty());
+    }
+
+    #[tokio::test]
+    async fn over_the_budget_is_the_circuit_breakers_429() {
+        let budget = super::super::Budget::unshared(4);
+        let (seen, response) = call(layer().budget(budget), recording, put(b"{\"error\":null}")).await;
+        let (status, body, _) = text(response).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("circuit_breaking_exception"), "{body}");
+        assert!(seen.lock().expect("log").is_empty());
     }
 }
