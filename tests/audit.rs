@@ -1,11 +1,9 @@
 //! The audit trail, end to end: the real binary, a recording upstream, and the lines it writes to
 //! stdout, a file and a recording Elasticsearch `_bulk` endpoint.
 
-mod common;
-
 use std::net::{SocketAddr, TcpListener as StdListener};
 
-use common::{request, Binary, Client, Message, Reply, Upstream};
+use esgate_test_support::{self as common, request, Binary, Client, Message, Reply, Upstream};
 use serde_json::Value;
 
 const VALID: &[u8] = br#"{"error":"Connection refused"}"#;

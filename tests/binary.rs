@@ -1,10 +1,8 @@
 //! The real `esgate` binary: configuration errors, the development upstream, and shutdown.
 
-mod common;
-
 use std::process::Command;
 
-use common::{request, within, Binary, Client, Reply, Upstream};
+use esgate_test_support::{self as common, request, within, Binary, Client, Reply, Upstream};
 
 fn run_expecting_failure(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_esgate"))

@@ -6,11 +6,9 @@
 //! Memory is read from `/proc/<pid>/status` of the child (`VmRSS`, `VmHWM`). Every wait is
 //! bounded; no sleep stands for an assertion (the sleeps only pace the clients).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{within, Binary, Client, Message, Reader, Upstream};
+use esgate_test_support::{within, Binary, Client, Message, Reader, Upstream};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 

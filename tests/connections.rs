@@ -2,8 +2,6 @@
 //! process short of descriptors, the admin listener under load, what an idle connection costs,
 //! and requests on connections esgate parks between requests.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -15,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use common::{request, within, Binary, Client, Message, Reply, Upstream, LIMIT};
+use esgate_test_support::{self as common, request, within, Binary, Client, Message, Reply, Upstream, LIMIT};
 
 // ===== helpers =====
 

@@ -2,10 +2,8 @@
 //! answered locally, byte for byte, and never reaches the upstream; valid calls reach it with a
 //! canonical body; what esgate cannot judge reaches it unchanged.
 
-mod common;
-
 use base64::Engine as _;
-use common::{gateway, request, Client, Message, Reply, Upstream};
+use esgate_test_support::{gateway, request, Client, Message, Reply, Upstream};
 use std::io::Write;
 
 /// The answers below are those of Elasticsearch 9.5 (dialect 9-c-2.21); the recording upstream

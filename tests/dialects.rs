@@ -6,14 +6,12 @@
 //! Every test runs the real binary in front of a small loopback node written here, which answers
 //! `GET /` with the version it is told, as Elasticsearch does, and records every request.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{request, Binary, Client, Message, Reader, LIMIT};
 use esgate::elasticsearch::{Knowledge, Version};
+use esgate_test_support::{request, Binary, Client, Message, Reader, LIMIT};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 

@@ -2,9 +2,7 @@
 //! `CONNECT`), against the real binary: each is answered 400 in Elasticsearch's shape by esgate
 //! itself, counted in `/metrics`, and nothing of it reaches the upstream.
 
-mod common;
-
-use common::{request, within, Binary, Client, Message, Upstream};
+use esgate_test_support::{request, within, Binary, Client, Message, Upstream};
 
 /// esgate in front of a recording upstream, with an admin listener.
 async fn start() -> (Upstream, Binary) {

@@ -1,9 +1,7 @@
 //! Pass-through is exact and streamed: what the client sends is what the upstream receives, and
 //! what the upstream answers is what the client gets.
 
-mod common;
-
-use common::{digest, gateway, random_bytes, request, within, Client, Reply, Upstream};
+use esgate_test_support::{self as common, digest, gateway, random_bytes, request, within, Client, Reply, Upstream};
 use tokio::sync::mpsc;
 
 #[tokio::test]

@@ -1,11 +1,9 @@
 //! Configuration reload on the real binary: SIGHUP, and the periodic check of the file's content
 //! that catches Kubernetes ConfigMap updates (a swapped `..data` symlink).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{request, within, Binary, Client, Reply, Upstream};
+use esgate_test_support::{request, within, Binary, Client, Reply, Upstream};
 
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("esgate-reload-{name}-{}", std::process::id()));

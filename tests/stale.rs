@@ -7,13 +7,11 @@
 //! * Idle client connections give their upstream connection back after about a second, and parked
 //!   connections are closed by `pool_idle_timeout` with no traffic at all.
 
-mod common;
-
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{gateway, request, within, Client, Reader, Upstream, LIMIT};
+use esgate_test_support::{self as common, gateway, request, within, Client, Reader, Upstream, LIMIT};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 

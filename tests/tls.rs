@@ -1,15 +1,13 @@
 //! TLS with certificates made at test time (rcgen): an `https://` upstream behind a private CA,
 //! a wrong CA, mutual TLS, and TLS on esgate's own listener.
 
-mod common;
-
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::{request, within, Binary, Client, Reader};
+use esgate_test_support::{self as common, request, within, Binary, Client, Reader};
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;

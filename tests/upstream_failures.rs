@@ -1,11 +1,9 @@
 //! Upstream failures answer in Elasticsearch's error shape, and the gateway stays up.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{gateway, request, within, Client, Reply, Upstream};
+use esgate_test_support::{self as common, gateway, request, within, Client, Reply, Upstream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A loopback port with nothing listening on it.
