@@ -19,27 +19,43 @@
 #![warn(missing_docs, rust_2018_idioms, missing_debug_implementations)]
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod audit;
+// The layer and the model: always built.
 pub mod body;
-pub mod config;
 pub mod connector_error;
-pub mod dev;
 pub mod elasticsearch;
 pub mod es_error;
 pub mod hop;
 mod memory;
+
+// The gateway around them: the `server` feature (default).
+#[cfg(feature = "server")]
+pub mod admin;
+#[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
+pub mod dev;
+#[cfg(feature = "server")]
 pub mod metrics;
+#[cfg(feature = "server")]
 pub mod observe;
+#[cfg(feature = "server")]
 pub mod reload;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod stack;
+#[cfg(feature = "server")]
 pub mod tls;
+#[cfg(feature = "server")]
 pub mod upstream;
 
 /// The error type of bodies and boxed failures.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use body::Body;
+#[cfg(feature = "server")]
 pub use config::Config;
+#[cfg(feature = "server")]
 pub use server::Gateway;

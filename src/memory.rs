@@ -11,18 +11,22 @@
 //! counter.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(feature = "server")]
 use std::time::Duration;
 
 /// Bytes freed since the last trim, as the places that free much note it (a parked or closed
 /// connection, a buffered body given back): an estimate, only compared with [`TRIM_AFTER`].
 static FREED: AtomicUsize = AtomicUsize::new(0);
 
+#[cfg(feature = "server")]
 /// How much must have been freed before a trim is worth its walk over the heap.
 const TRIM_AFTER: usize = 4 << 20;
 
+#[cfg(feature = "server")]
 /// How often the helper thread looks.
 const PERIOD: Duration = Duration::from_secs(1);
 
+#[cfg(feature = "server")]
 /// What hyper's buffers and the connection task of one client connection hold while it serves
 /// (read and write buffers, the upstream connection's), and free when it is parked or closed.
 pub(crate) const CONNECTION_BUFFERS: usize = 32 << 10;
@@ -32,6 +36,7 @@ pub(crate) fn note_freed(bytes: usize) {
     FREED.fetch_add(bytes, Ordering::Relaxed);
 }
 
+#[cfg(feature = "server")]
 /// Runs until `shutdown`: once a second, gives free heap back when enough was freed.
 pub(crate) async fn give_back(mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut ticks = tokio::time::interval(PERIOD);
@@ -49,7 +54,7 @@ pub(crate) async fn give_back(mut shutdown: tokio::sync::watch::Receiver<bool>) 
 }
 
 /// Returns the free pages of every arena to the kernel.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[cfg(all(target_os = "linux", target_env = "gnu", feature = "server"))]
 #[allow(unsafe_code)]
 fn trim() {
     extern "C" {
@@ -63,5 +68,5 @@ fn trim() {
 }
 
 /// Other allocators return memory on their own terms.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+#[cfg(all(not(all(target_os = "linux", target_env = "gnu")), feature = "server"))]
 fn trim() {}

@@ -28,6 +28,7 @@
 //! Status codes outside 100..=599 (hyper allows up to 999) are counted under `code="other"` rather
 //! than clamped, so a figure is never attributed to a status that was not sent.
 
+pub use crate::connector_error::BufferCounters;
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -294,17 +295,6 @@ pub struct Metrics {
     audit_written: [AtomicU64; AuditSink::ALL.len()],
     audit_dropped: [AtomicU64; AuditSink::ALL.len()],
     buffers: std::sync::Arc<BufferCounters>,
-}
-
-/// The intercepted bodies esgate holds: the bytes held now (gauge) and the calls refused because
-/// they would pass the budget (counter). Shared with the connector-error budget, which counts into
-/// it directly, so one figure holds across configuration reloads.
-#[derive(Debug, Default)]
-pub struct BufferCounters {
-    /// Bytes of intercepted bodies held at this moment (raw, decoded and canonical buffers).
-    pub held: AtomicU64,
-    /// Calls answered 429 because their bodies would pass `connector_error.max_buffered_bytes`.
-    pub trips: AtomicU64,
 }
 
 impl Metrics {

@@ -17,7 +17,6 @@ use http::{Response, StatusCode};
 use super::verdict::Rejection;
 use crate::body::Body;
 use crate::es_error::{json_response, write_json_string};
-use crate::metrics::BufferCounters;
 
 /// The breaker's name in the reason, in the place of Elasticsearch's `in_flight_requests`.
 pub const BREAKER: &str = "esgate_buffered_bodies";
@@ -255,6 +254,17 @@ pub fn byte_size(bytes: u64) -> String {
         },
         None => format!("{text}{suffix}"),
     }
+}
+
+/// The intercepted bodies esgate holds: the bytes held now (gauge) and the calls refused because
+/// they would pass the budget (counter). Shared with the connector-error budget, which counts into
+/// it directly, so one figure holds across configuration reloads.
+#[derive(Debug, Default)]
+pub struct BufferCounters {
+    /// Bytes of intercepted bodies held at this moment (raw, decoded and canonical buffers).
+    pub held: std::sync::atomic::AtomicU64,
+    /// Calls answered 429 because their bodies would pass `connector_error.max_buffered_bytes`.
+    pub trips: std::sync::atomic::AtomicU64,
 }
 
 #[cfg(test)]

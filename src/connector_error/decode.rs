@@ -23,6 +23,7 @@ pub enum Decoded {
     Unknown(&'static str),
 }
 
+#[cfg(feature = "server")]
 /// Decodes `raw` according to the request's `Content-Encoding` values.
 pub fn decode_body(encodings: GetAll<'_, HeaderValue>, raw: &[u8], limit: usize) -> Decoded {
     let Ok(reservation) = Budget::unshared(usize::MAX).reserve(0) else {

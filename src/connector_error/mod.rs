@@ -56,7 +56,8 @@ mod service;
 mod verdict;
 
 pub use body::{GuardedBody, ResponseBody};
-pub use budget::Budget;
+pub use budget::{Budget, BufferCounters};
+#[cfg(feature = "server")]
 pub(crate) use decode::{decode_body, Decoded};
 pub use layer::ConnectorErrorLayer;
 pub use service::{unchecked, ConnectorErrorGuard, ResponseFuture, REQUEST_TIMEOUT_TYPE};
