@@ -2,6 +2,13 @@
 //!
 //! Every request of a connection goes through this stack; the innermost service forwards to the
 //! upstream. The stack is built once per connection from shared parts (cheap `Arc` clones).
+//!
+//! **Always ready.** No service of this stack applies backpressure: each `poll_ready` returns
+//! `Ready(Ok(()))` at once and does no work (limits are answers, such as 429 or 503, never a
+//! pending readiness). The connection's service therefore asks for readiness once per request
+//! with a no-op waker instead of awaiting it, and checks the answer in debug builds
+//! (`src/server/connection.rs`, `ConnectionHandle::call`). A layer added here must keep the
+//! rule, or that call must learn to wait.
 
 use std::sync::Arc;
 
