@@ -92,7 +92,7 @@ fn body_check(c: &mut Criterion) {
                 || match check_body(black_box(body), esgate::elasticsearch::Dialect::NEWEST) {
                     BodyVerdict::Accept { literal } => BodyVerdict::canonical_body(&literal).len(),
                     BodyVerdict::Reject(e) => e.to_compact().len(),
-                    BodyVerdict::Defer(_) => 0,
+                    BodyVerdict::Unchecked(_) => 0,
                 },
             )
         });
@@ -201,9 +201,9 @@ fn round_trip(c: &mut Criterion) {
 
 /// The audit thread's work per event, and the redaction of an error text.
 fn audit(c: &mut Criterion) {
-    use esgate::audit::redact::{caller, redact_secrets};
     use esgate::audit::{Event, TextPolicy};
     use esgate::connector_error::{Intercepted, Verdict};
+    use esgate::redact::{caller, redact_secrets};
     let event = Event {
         timestamp: std::time::SystemTime::now(),
         method: http::Method::PUT,

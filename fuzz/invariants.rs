@@ -51,7 +51,7 @@ pub fn check(body: &[u8]) {
             );
             assert!(json["error"]["reason"].is_string(), "reason: {text}");
         }
-        BodyVerdict::Defer(reason) => assert!(!reason.is_empty(), "Defer without a reason"),
+        BodyVerdict::Unchecked(reason) => assert!(!reason.is_empty(), "Unchecked without a reason"),
     }
 }
 

@@ -32,7 +32,7 @@ use crate::connector_error::{decode_body, Decoded};
 use crate::es_error::{error_body, json_response};
 
 /// The header every Elasticsearch answer carries and official clients check for.
-pub const X_ELASTIC_PRODUCT: &str = "x-elastic-product";
+pub use crate::headers::X_ELASTIC_PRODUCT;
 const MAX_BODY: usize = 1024 * 1024;
 
 /// The version the development upstream reports unless told otherwise: the newest modelled.
@@ -196,7 +196,7 @@ fn new_connector(id: &str) -> Map<String, Value> {
 
 /// The body as a JSON object, or the 400 answer (type and reason) for a body that is not one.
 fn parse_object(body: &Bytes) -> Result<Map<String, Value>, Box<Response<Body>>> {
-    let bad = |error_type: &str, reason: &str| Box::new(error(StatusCode::BAD_REQUEST, error_type, reason));
+    let bad = |error_type: &'static str, reason: &str| Box::new(error(StatusCode::BAD_REQUEST, error_type, reason));
     if body.is_empty() {
         return Err(bad("parse_exception", "request body is required"));
     }
@@ -277,7 +277,7 @@ fn respond(status: StatusCode, value: Value) -> Response<Body> {
     json_response(status, Bytes::from(value.to_string()))
 }
 
-fn error(status: StatusCode, error_type: &str, reason: &str) -> Response<Body> {
+fn error(status: StatusCode, error_type: &'static str, reason: &str) -> Response<Body> {
     json_response(status, error_body(status, error_type, reason))
 }
 
@@ -312,7 +312,7 @@ fn no_handler(uri: &http::Uri, method: &Method) -> Response<Body> {
 
 fn product(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
-    headers.insert(X_ELASTIC_PRODUCT, HeaderValue::from_static("Elasticsearch"));
+    headers.insert(X_ELASTIC_PRODUCT, crate::headers::ELASTICSEARCH);
     headers
         .entry(CONTENT_TYPE)
         .or_insert(HeaderValue::from_static("application/json"));

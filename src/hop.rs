@@ -15,8 +15,8 @@ use http::{Method, Version};
 /// The fixed hop-by-hop names; `Connection` may name more.
 const FIXED: [HeaderName; 6] = [
     CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
+    crate::headers::KEEP_ALIVE,
+    crate::headers::PROXY_CONNECTION,
     TE,
     TRANSFER_ENCODING,
     UPGRADE,

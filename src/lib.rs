@@ -14,6 +14,7 @@
 //! * [`es_error`]: Elasticsearch's error envelope;
 //! * [`observe`]: the outermost layer, which feeds [`metrics`] and the [`audit`] trail;
 //! * [`metrics`]: the Prometheus metrics registry;
+//! * [`redact`]: what may be said of a caller or a secret in logs and the audit trail;
 //! * [`admin`]: health, readiness and metrics on a port of their own;
 //! * [`dev`]: the built-in development upstream.
 #![warn(missing_docs, rust_2018_idioms, missing_debug_implementations)]
@@ -24,6 +25,7 @@ pub mod body;
 pub mod connector_error;
 pub mod elasticsearch;
 pub mod es_error;
+pub mod headers;
 pub mod hop;
 mod memory;
 
@@ -35,11 +37,15 @@ pub mod audit;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+mod connect;
+#[cfg(feature = "server")]
 pub mod dev;
 #[cfg(feature = "server")]
 pub mod metrics;
 #[cfg(feature = "server")]
 pub mod observe;
+#[cfg(feature = "server")]
+pub mod redact;
 #[cfg(feature = "server")]
 pub mod reload;
 #[cfg(feature = "server")]

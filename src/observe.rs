@@ -17,14 +17,13 @@ use http::{HeaderName, Method, Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::audit::redact::{caller, redact_secrets};
 use crate::audit::{Auditor, Event};
 use crate::connector_error::{Intercepted, Verdict};
 use crate::metrics::{Metrics, Route};
+use crate::redact::{caller, redact_secrets};
 use crate::upstream::{ConnInfo, UpstreamInfo};
 
-const X_OPAQUE_ID: HeaderName = HeaderName::from_static("x-opaque-id");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+use crate::headers::{TRACEPARENT, X_OPAQUE_ID};
 
 /// Applies [`Observe`] to the services of one client connection.
 #[derive(Clone, Debug)]

@@ -1,4 +1,5 @@
-//! What an audit line may say about the caller, and what it must not.
+//! What an audit line or a log line may say about a caller or a request, and what it must not:
+//! shared by the audit trail, the outermost layer and the upstream service's debug lines.
 //!
 //! Credentials never reach an audit line or a log: `Authorization`, `Proxy-Authorization` and
 //! `Cookie` are never copied, and the only thing taken from `Authorization` is who the caller is

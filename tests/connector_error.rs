@@ -71,14 +71,14 @@ async fn every_sample_case_over_http() {
             .exchange("PUT", &request("PUT", "/_connector/c1/_error", &[JSON], &body))
             .await;
         let before = up.received();
-        let deferred = matches!(
+        let unchecked = matches!(
             esgate::elasticsearch::check_body(&body, esgate::elasticsearch::Dialect::NEWEST),
-            esgate::elasticsearch::BodyVerdict::Defer(_)
+            esgate::elasticsearch::BodyVerdict::Unchecked(_)
         );
-        if deferred {
+        if unchecked {
             // Bodies esgate cannot judge (UTF-16/32) go on as sent.
             assert_eq!(resp.status(), 200, "{case}");
-            assert_eq!(up.next().await.msg.body, body, "deferred: original bytes");
+            assert_eq!(up.next().await.msg.body, body, "unchecked: original bytes");
         } else if let Some(err) = answer.strip_prefix("ERR ") {
             assert_local(&resp, 400, err);
             assert_eq!(resp.header("content-type"), Some("application/json"));

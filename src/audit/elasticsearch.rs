@@ -21,7 +21,6 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,14 +30,13 @@ use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HOST, USER_AGENT
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{timeout_at, Instant};
 
 use crate::config::NodeUrl;
+use crate::connect::{ConnectError, Target};
 use crate::metrics::{AuditSink, Metrics};
 use crate::tls::ClientTls;
 
@@ -277,51 +275,31 @@ impl BulkSink {
     }
 }
 
-/// Opens a connection to `node` (TLS for `https://`) and drives it on the current runtime. The
-/// one place that knows the transport.
+/// Opens a connection to `node` (TLS for `https://`), as the upstream does
+/// ([`crate::connect`]).
 async fn connect(
     node: &NodeUrl,
     tls: Option<&ClientTls>,
     connect_timeout: Duration,
-) -> io::Result<SendRequest<Full<Bytes>>> {
-    let timed_out = || {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("connect timed out after {connect_timeout:?}"),
-        )
+) -> Result<SendRequest<Full<Bytes>>, ConnectError> {
+    let server_name = if node.tls {
+        Some(crate::tls::server_name(&node.host).ok_or(ConnectError::NoTls)?)
+    } else {
+        None
     };
-    let end = Instant::now() + connect_timeout;
-    let tcp = match timeout_at(end, TcpStream::connect((node.host.as_str(), node.port))).await {
-        Ok(tcp) => tcp?,
-        Err(_) => return Err(timed_out()),
+    let authority = node.authority();
+    let target = Target {
+        authority: &authority,
+        server_name: server_name.as_ref(),
+        tls,
     };
-    // One write per batch and a small answer: never wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-    if !node.tls {
-        return handshake(tcp).await;
-    }
-    let (Some(tls), Some(name)) = (tls, crate::tls::server_name(&node.host)) else {
-        return Err(io::Error::other("an https:// node, but no TLS settings"));
-    };
-    match timeout_at(end, tls.connector().connect(name, tcp)).await {
-        Ok(stream) => handshake(stream?).await,
-        Err(_) => Err(timed_out()),
-    }
-}
-
-async fn handshake<T>(io: T) -> io::Result<SendRequest<Full<Bytes>>>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "audit connection to Elasticsearch ended with an error");
-        }
-    });
-    Ok(send)
+    crate::connect::connect(
+        target,
+        &hyper::client::conn::http1::Builder::new(),
+        connect_timeout,
+        "audit",
+    )
+    .await
 }
 
 /// The parts of a `_bulk` request that are the same for every batch, built once.
@@ -397,7 +375,7 @@ struct Answer {
 /// Why an attempt got no answer. Nothing here holds event contents, so it can be logged.
 #[derive(Debug)]
 enum Failure {
-    Connect(io::Error),
+    Connect(ConnectError),
     Http(hyper::Error),
     Timeout(Duration),
     /// The sinks are gone and the shutdown deadline passed first.
@@ -970,7 +948,7 @@ mod tests {
                         Ok::<_, Infallible>(response)
                     }
                 });
-                tokio::spawn(http1::Builder::new().serve_connection(TokioIo::new(tcp), service));
+                tokio::spawn(http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service));
             }
         });
         rx

@@ -9,10 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use std::io::Write;
 
-use super::redact::{redact_secrets, truncate, Caller};
 use crate::connector_error::{Intercepted, Verdict};
 use crate::elasticsearch::Knowledge;
 use crate::es_error::write_json_string;
+use crate::redact::{redact_secrets, truncate, Caller};
 
 /// The ECS version the field names follow.
 pub const ECS_VERSION: &str = "8.17.0";

@@ -6,7 +6,7 @@
 //! (`esgate_audit_events_dropped_total{sink="queue"}`), and the request goes on. One audit thread
 //! turns events into lines and writes them to the configured sinks: stdout, a file (reopened on
 //! SIGHUP, for log rotation) and Elasticsearch itself ([`elasticsearch`], batched `_bulk` into a
-//! data stream). Secrets never reach a line ([`redact`]).
+//! data stream). Secrets never reach a line ([`crate::redact`]).
 //!
 //! The Elasticsearch sink talks to its node directly, not through the gateway. Its requests also
 //! carry a header with a token made at start-up ([`Auditor::is_own_write`]), so that even when the
@@ -14,7 +14,7 @@
 
 pub mod elasticsearch;
 pub mod event;
-pub mod redact;
+
 mod writer;
 
 use std::collections::hash_map::RandomState;

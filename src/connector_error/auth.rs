@@ -25,8 +25,8 @@ use crate::BoxError;
 /// Headers that carry who the caller is.
 const CREDENTIAL_HEADERS: [HeaderName; 3] = [
     AUTHORIZATION,
-    HeaderName::from_static("es-security-runas-user"),
-    HeaderName::from_static("es-secondary-authorization"),
+    crate::headers::ES_SECURITY_RUNAS_USER,
+    crate::headers::ES_SECONDARY_AUTHORIZATION,
 ];
 
 /// Cached results at most; older ones are dropped first when full.
@@ -40,7 +40,7 @@ pub enum Outcome {
     /// The upstream refused them: relay this answer.
     Refused(Response<Body>),
     /// The upstream could not tell (unreachable, 5xx): let the request go on.
-    Unknown,
+    Unchecked,
 }
 
 #[derive(Clone, Debug)]
@@ -110,11 +110,11 @@ impl AuthCheck {
             let (head, body) = response.into_parts();
             let body = match Limited::new(body, 64 * 1024).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(_) => return Ok(Outcome::Unknown),
+                Err(_) => return Ok(Outcome::Unchecked),
             };
             Cached::Refused(Arc::new((head.status, head.headers, body)))
         } else if status.is_server_error() {
-            return Ok(Outcome::Unknown);
+            return Ok(Outcome::Unchecked);
         } else {
             // 2xx, or another 4xx: the cluster does not refuse these credentials.
             Cached::Authenticated

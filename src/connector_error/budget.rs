@@ -16,7 +16,8 @@ use http::{Response, StatusCode};
 
 use super::verdict::Rejection;
 use crate::body::Body;
-use crate::es_error::{json_response, write_json_string};
+use crate::elasticsearch::{EsError, Field};
+use crate::es_error::json_response;
 
 /// The breaker's name in the reason, in the place of Elasticsearch's `in_flight_requests`.
 pub const BREAKER: &str = "esgate_buffered_bodies";
@@ -204,25 +205,12 @@ impl Tripped {
     pub fn response(&self) -> Response<Body> {
         let status = StatusCode::TOO_MANY_REQUESTS;
         let reason = self.reason();
-        let mut cause = Vec::with_capacity(256);
-        cause.extend_from_slice(b"\"type\":");
-        write_json_string(&mut cause, CIRCUIT_BREAKING_TYPE);
-        cause.extend_from_slice(b",\"reason\":");
-        write_json_string(&mut cause, &reason);
-        cause.extend_from_slice(
-            format!(
-                ",\"bytes_wanted\":{},\"bytes_limit\":{},\"durability\":\"TRANSIENT\"",
-                self.wanted, self.limit
-            )
-            .as_bytes(),
-        );
-        let mut out = Vec::with_capacity(2 * cause.len() + 64);
-        out.extend_from_slice(b"{\"error\":{\"root_cause\":[{");
-        out.extend_from_slice(&cause);
-        out.extend_from_slice(b"}],");
-        out.extend_from_slice(&cause);
-        out.extend_from_slice(b"},\"status\":429}");
-        let mut response = json_response(status, Bytes::from(out));
+        let error = EsError::new(status.as_u16(), CIRCUIT_BREAKING_TYPE, reason.as_str()).with_fields(vec![
+            ("bytes_wanted", Field::Number(self.wanted)),
+            ("bytes_limit", Field::Number(self.limit)),
+            ("durability", Field::Text("TRANSIENT")),
+        ]);
+        let mut response = json_response(status, Bytes::from(error.to_compact()));
         response.extensions_mut().insert(Rejection {
             status: status.as_u16(),
             error_type: Some(CIRCUIT_BREAKING_TYPE),

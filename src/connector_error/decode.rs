@@ -20,7 +20,7 @@ pub enum Decoded {
     TooLarge,
     /// An encoding Elasticsearch does not decode the same way here, or a body that does not
     /// decode: esgate cannot tell what Elasticsearch answers, so the request goes on unchanged.
-    Unknown(&'static str),
+    Unchecked(&'static str),
 }
 
 #[cfg(feature = "server")]
@@ -62,10 +62,10 @@ fn decode_into(
         return Ok(Decoded::Identity);
     };
     if values.next().is_some() {
-        return Ok(Decoded::Unknown("several Content-Encoding headers"));
+        return Ok(Decoded::Unchecked("several Content-Encoding headers"));
     }
     let Ok(value) = value.to_str() else {
-        return Ok(Decoded::Unknown("an unreadable Content-Encoding header"));
+        return Ok(Decoded::Unchecked("an unreadable Content-Encoding header"));
     };
     let encoding = value.trim();
     let mut reader: Box<dyn Read + '_> =
@@ -80,7 +80,7 @@ fn decode_into(
         } else if encoding.eq_ignore_ascii_case("identity") || encoding.is_empty() {
             return Ok(Decoded::Identity);
         } else {
-            return Ok(Decoded::Unknown("a Content-Encoding that esgate does not decode"));
+            return Ok(Decoded::Unchecked("a Content-Encoding that esgate does not decode"));
         };
     if raw.is_empty() {
         return Ok(Decoded::Plain(Bytes::new()));
@@ -98,7 +98,7 @@ fn decode_into(
             let n = match reader.read(&mut probe) {
                 Ok(0) => break,
                 Ok(n) => n,
-                Err(_) => return Ok(Decoded::Unknown("a body that does not decompress")),
+                Err(_) => return Ok(Decoded::Unchecked("a body that does not decompress")),
             };
             // Doubling when the budget allows it; else in steps, until the budget says no.
             let cap = out.capacity();
@@ -122,7 +122,7 @@ fn decode_into(
         match (&mut reader).take(room).read_to_end(&mut out) {
             Ok(n) if (n as u64) < room => break,
             Ok(_) => {}
-            Err(_) => return Ok(Decoded::Unknown("a body that does not decompress")),
+            Err(_) => return Ok(Decoded::Unchecked("a body that does not decompress")),
         }
     }
     if out.len() > limit {
@@ -198,12 +198,12 @@ mod tests {
         );
         assert!(matches!(
             decode_body(h.get_all("content-encoding"), b"not gzip", 100),
-            Decoded::Unknown(_)
+            Decoded::Unchecked(_)
         ));
         let h = header("br");
         assert!(matches!(
             decode_body(h.get_all("content-encoding"), b"x", 100),
-            Decoded::Unknown(_)
+            Decoded::Unchecked(_)
         ));
         let budget = Budget::unshared(1 << 20);
         let big = vec![b'x'; 200_000];

@@ -423,7 +423,7 @@ impl Assess {
             Ok(Decoded::Identity) => raw,
             Ok(Decoded::Plain(bytes)) => bytes,
             Ok(Decoded::TooLarge) => return Assessment::Local(too_large(limit)),
-            Ok(Decoded::Unknown(why)) => return Assessment::Unchecked(why),
+            Ok(Decoded::Unchecked(why)) => return Assessment::Unchecked(why),
         };
 
         // 2.–6. Query string, media types, output format, content type.
@@ -433,7 +433,7 @@ impl Assess {
         let plan = match precheck {
             Precheck::Check(plan) => plan,
             Precheck::Respond(response) => return Assessment::Refuse(response),
-            Precheck::Forward(why) => return Assessment::Unchecked(why),
+            Precheck::Unchecked(why) => return Assessment::Unchecked(why),
         };
 
         // 9.–11. The body, unknown parameters, the connector id; all after authentication.
@@ -443,7 +443,7 @@ impl Assess {
                 Ok(reservation) => (literal, Some(reservation)),
                 Err(trip) => return Assessment::Local(trip.response()),
             },
-            Some(Literal::Checked(BodyVerdict::Defer(why))) => return Assessment::Unchecked(why),
+            Some(Literal::Checked(BodyVerdict::Unchecked(why))) => return Assessment::Unchecked(why),
             Some(Literal::Checked(BodyVerdict::Reject(error))) => {
                 return Assessment::Refuse(plan.format.respond(&error))
             }
@@ -544,7 +544,7 @@ where
                 };
                 return Ok((into_local(response), Verdict::Rejected(rejection), None));
             }
-            Outcome::Unknown => return unchecked(inner, parts, raw, "credentials could not be checked").await,
+            Outcome::Unchecked => return unchecked(inner, parts, raw, "credentials could not be checked").await,
         }
     }
     Ok(local(response))

@@ -2,7 +2,7 @@
 //! exceptions (outermost first), one of which is the root cause, rendered in Elasticsearch's
 //! "detailed" JSON format (`docs/connector-error.md`, "Response headers and formats").
 
-use crate::es_error::{write_json_string, write_json_wtf8};
+use super::json::{write_json_string, write_json_wtf8};
 
 /// One exception of a chain: its snake_case type and its message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -12,6 +12,18 @@ pub struct Cause {
     /// The message, exactly as Elasticsearch prints it, in WTF-8: a Java string may hold lone
     /// surrogates (an unknown field named `"\ud800"`), which `str` cannot.
     pub reason: Vec<u8>,
+    /// Fields an exception adds after `type` and `reason` (a `CircuitBreakingException`'s
+    /// `bytes_wanted`, `bytes_limit`, `durability`), in order.
+    pub fields: Vec<(&'static str, Field)>,
+}
+
+/// The value of an extra field of an exception.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Field {
+    /// A JSON number.
+    Number(u64),
+    /// A JSON string.
+    Text(&'static str),
 }
 
 /// An error answer in Elasticsearch's detailed format.
@@ -28,14 +40,28 @@ pub struct EsError {
 impl EsError {
     /// A 400 with a single exception, which is its own root cause.
     pub fn bad_request(error_type: &'static str, reason: impl Into<Vec<u8>>) -> Self {
+        Self::new(400, error_type, reason)
+    }
+
+    /// An error of `status` with a single exception, which is its own root cause.
+    pub fn new(status: u16, error_type: &'static str, reason: impl Into<Vec<u8>>) -> Self {
         EsError {
-            status: 400,
+            status,
             chain: vec![Cause {
                 error_type,
                 reason: reason.into(),
+                fields: Vec::new(),
             }],
             root: 0,
         }
+    }
+
+    /// Adds fields to the top-level exception (written after its `type` and `reason`).
+    pub fn with_fields(mut self, fields: Vec<(&'static str, Field)>) -> Self {
+        if let Some(top) = self.chain.first_mut() {
+            top.fields = fields;
+        }
+        self
     }
 
     /// Appends a `caused_by` at the end of the chain.
@@ -43,6 +69,7 @@ impl EsError {
         self.chain.push(Cause {
             error_type,
             reason: reason.into(),
+            fields: Vec::new(),
         });
         self
     }
@@ -78,6 +105,15 @@ fn write_fields(out: &mut Vec<u8>, cause: &Cause) {
     write_json_string(out, cause.error_type);
     out.extend_from_slice(b",\"reason\":");
     write_json_wtf8(out, &cause.reason);
+    for (name, value) in &cause.fields {
+        out.push(b',');
+        write_json_string(out, name);
+        out.push(b':');
+        match value {
+            Field::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+            Field::Text(t) => write_json_string(out, t),
+        }
+    }
 }
 
 fn write_chain(out: &mut Vec<u8>, chain: &[Cause]) {

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use super::dialect::{Dialect, JacksonRules, Wrapping};
 use super::error::EsError;
 use super::java::{is_java_identifier_part, is_java_identifier_start, java_utf8_lossy};
+use super::json::push_unicode_escape;
 use super::suggest::field_suggestion;
-use crate::es_error::push_unicode_escape;
 
 /// The name Elasticsearch gives the body's object parser; it prefixes most messages.
 const PARSER: &str = "connector_update_error_request";
@@ -33,7 +33,7 @@ const MAX_ERROR_TOKEN: usize = 256;
 const MAX_NUMBER_LEN: usize = 1000;
 
 /// Why a body is forwarded unchecked.
-pub(crate) mod defer {
+pub(crate) mod unchecked {
     /// Jackson detects UTF-16 and UTF-32 and reads them with another parser, whose locations
     /// count characters; whether Elasticsearch hands such bodies to Jackson intact is unverified.
     pub(crate) const WIDE_ENCODING: &str = "the body is UTF-16 or UTF-32, which Jackson reads with another parser";
@@ -69,7 +69,7 @@ pub enum BodyVerdict {
     /// Rejected with this 400.
     Reject(EsError),
     /// esgate cannot tell what Elasticsearch would answer: forward the body unchanged.
-    Defer(&'static str),
+    Unchecked(&'static str),
 }
 
 impl BodyVerdict {
@@ -95,12 +95,12 @@ pub(crate) fn check(body: &[u8], dialect: Dialect) -> BodyVerdict {
     }
     let start = match detect_encoding(body) {
         Encoding::Utf8 { bom } => bom,
-        Encoding::Other(why) => return BodyVerdict::Defer(why),
+        Encoding::Other(why) => return BodyVerdict::Unchecked(why),
     };
     let mut parser = Parser::new(body, start, dialect);
     let parsed = parser.parse();
-    if let Some(why) = parser.deferred {
-        return BodyVerdict::Defer(why);
+    if let Some(why) = parser.unchecked {
+        return BodyVerdict::Unchecked(why);
     }
     match parsed {
         Ok(Some(units)) => {
@@ -140,7 +140,7 @@ enum Encoding {
 }
 
 fn detect_encoding(b: &[u8]) -> Encoding {
-    const WIDE: Encoding = Encoding::Other(defer::WIDE_ENCODING);
+    const WIDE: Encoding = Encoding::Other(unchecked::WIDE_ENCODING);
     if b.len() >= 4 {
         let quad = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
         match quad {
@@ -275,7 +275,7 @@ struct Parser<'a> {
     /// Field names seen in the root object, for duplicate detection.
     names: Vec<Vec<u16>>,
     /// Set when the body turns out to be one esgate cannot judge.
-    deferred: Option<&'static str>,
+    unchecked: Option<&'static str>,
     /// How Elasticsearch wraps Jackson's exceptions.
     wrapping: Wrapping,
     /// What this Jackson family does differently.
@@ -308,7 +308,7 @@ impl<'a> Parser<'a> {
             next: None,
             incomplete: false,
             names: Vec::new(),
-            deferred: None,
+            unchecked: None,
             wrapping: dialect.wrapping(),
             rules: dialect.jackson().rules(),
         }
@@ -398,15 +398,15 @@ impl<'a> Parser<'a> {
     /// (`docs/dialects.md`, "Wrapping"). In state C one handler serves every method
     /// (`handleParserException`); before it, only `nextToken` turns an end of input into
     /// `Unexpected end of file`, and nothing turns the number-length limit into a 400, so such a
-    /// body is deferred.
+    /// body is forwarded unchecked.
     fn wrap(&mut self, e: JacksonError, step: Step) -> EsError {
         let full = self.full_message(&e);
         let prefix = e.loc.map(Loc::prefix).unwrap_or_default();
         let state_c = self.wrapping == Wrapping::C;
         match e.kind {
             Kind::Constraints if !state_c => {
-                self.deferred = Some(defer::UNCAUGHT);
-                EsError::bad_request("deferred", full)
+                self.unchecked = Some(unchecked::UNCAUGHT);
+                EsError::bad_request("unchecked", full)
             }
             Kind::Eof if !state_c && step != Step::NextToken => {
                 let mut reason = prefix.into_bytes();
@@ -1267,8 +1267,8 @@ impl<'a> Parser<'a> {
             }
         }
         if bytes.contains(&0xFF) {
-            self.deferred = Some(defer::FF_IN_NAME);
-            return Err(self.report_error("deferred"));
+            self.unchecked = Some(unchecked::FF_IN_NAME);
+            return Err(self.report_error("unchecked"));
         }
         self.decode_name(&bytes)
     }
@@ -1559,7 +1559,7 @@ mod tests {
         match check(body, Dialect::NEWEST) {
             BodyVerdict::Accept { literal } => format!("OK {}", String::from_utf8_lossy(&literal)),
             BodyVerdict::Reject(e) => format!("ERR {}", String::from_utf8_lossy(&e.to_compact())),
-            BodyVerdict::Defer(why) => format!("DEFER {why}"),
+            BodyVerdict::Unchecked(why) => format!("DEFER {why}"),
         }
     }
 

@@ -215,7 +215,7 @@ pub enum Negotiation {
         rest: Negotiated,
     },
     /// Elasticsearch fails in a way whose answer is not known: forward.
-    Unknown(&'static str),
+    Unchecked(&'static str),
 }
 
 /// Replays the media-type part of building a `RestRequest`, with Elasticsearch's retries without
@@ -237,7 +237,7 @@ pub fn negotiate(accept: &[String], content_type: &[String], has_content: bool, 
                     },
                 }
             }
-            Err(Failure::Unknown(why)) => return Negotiation::Unknown(why),
+            Err(Failure::Unchecked(why)) => return Negotiation::Unchecked(why),
             Err(Failure::Header {
                 error,
                 accept: drop_accept,
@@ -253,7 +253,7 @@ pub fn negotiate(accept: &[String], content_type: &[String], has_content: bool, 
             }
         }
     }
-    Negotiation::Unknown("media-type headers that keep failing")
+    Negotiation::Unchecked("media-type headers that keep failing")
 }
 
 enum Failure {
@@ -262,7 +262,7 @@ enum Failure {
         accept: bool,
         content_type: bool,
     },
-    Unknown(&'static str),
+    Unchecked(&'static str),
 }
 
 /// The `RestRequest` constructor, for the media types: `Accept`, then `Content-Type`, then the
@@ -287,7 +287,7 @@ impl ParseError {
                 accept,
                 content_type,
             },
-            ParseError::Unknown => Failure::Unknown("a media-type header made only of `;`"),
+            ParseError::Unknown => Failure::Unchecked("a media-type header made only of `;`"),
         }
     }
 }
@@ -312,7 +312,7 @@ fn check_versions(
     major: Major,
 ) -> Result<(), Failure> {
     let (current, minimum) = (major.current(), major.minimum());
-    let unknown = |()| Failure::Unknown("a compatible-with version that is not a byte");
+    let unknown = |()| Failure::Unchecked("a compatible-with version that is not a byte");
     let a_version = accept.map(MediaType::version).transpose().map_err(unknown)?.flatten();
     let c_version = content_type
         .map(MediaType::version)
@@ -577,7 +577,7 @@ mod tests {
         assert_eq!(rest, Negotiated::default());
         assert!(matches!(
             negotiate(&strings(&[";"]), &[], false, Major::V9),
-            Negotiation::Unknown(_)
+            Negotiation::Unchecked(_)
         ));
     }
 
@@ -630,7 +630,7 @@ mod tests {
             if v.is_empty() {
                 assert!(matches!(n, Negotiation::Rejected { .. }), "{accept}");
             } else {
-                assert!(matches!(n, Negotiation::Unknown(_)), "{accept}");
+                assert!(matches!(n, Negotiation::Unchecked(_)), "{accept}");
             }
         }
     }

@@ -24,6 +24,7 @@ pub mod dialect;
 pub mod error;
 pub mod jackson;
 pub mod java;
+pub mod json;
 pub mod media;
 pub mod params;
 pub mod render;
@@ -33,6 +34,6 @@ pub mod suggest;
 
 pub use body::{check_body, check_body_agreed, check_connector_id, BodyVerdict};
 pub use dialect::{Dialect, DialectSet, Knowledge, SharedKnowledge, Version};
-pub use error::{Cause, EsError, Rejection};
+pub use error::{Cause, EsError, Field, Rejection};
 pub use request::{precheck, precheck_agreed, Plan, Precheck, ResponseFormat};
 pub use route::{match_path, ConnectorId, Route};

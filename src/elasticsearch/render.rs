@@ -9,19 +9,14 @@
 //! context's `X-elastic-product`, `content-type`, `content-length`.
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Response, StatusCode};
 
-use super::error::{Cause, EsError};
+use super::error::{Cause, EsError, Field};
+use super::json::write_json_wtf8;
 use crate::body::Body;
-use crate::es_error::write_json_wtf8;
 
-/// `X-Opaque-Id`, echoed from the request.
-pub const X_OPAQUE_ID: HeaderName = HeaderName::from_static("x-opaque-id");
-/// `X-elastic-product`, on every answer Elasticsearch's REST layer gives but 401 and 403.
-pub const X_ELASTIC_PRODUCT: HeaderName = HeaderName::from_static("x-elastic-product");
-/// Its value.
-pub const ELASTICSEARCH: HeaderValue = HeaderValue::from_static("Elasticsearch");
+pub use crate::headers::{ELASTICSEARCH, X_ELASTIC_PRODUCT, X_OPAQUE_ID};
 
 /// The detailed error body, compact or pretty.
 pub fn detailed_body(error: &EsError, pretty: bool) -> Vec<u8> {
@@ -69,6 +64,7 @@ pub fn response(
 enum Json<'a> {
     Str(&'a [u8]),
     Number(u16),
+    Big(u64),
     Object(Vec<(&'static str, Json<'a>)>),
     Array(Vec<Json<'a>>),
 }
@@ -85,10 +81,18 @@ fn detailed_tree(error: &EsError) -> Json<'_> {
 }
 
 fn fields(cause: &Cause) -> Vec<(&'static str, Json<'_>)> {
-    vec![
+    let mut out = vec![
         ("type", Json::Str(cause.error_type.as_bytes())),
         ("reason", Json::Str(&cause.reason)),
-    ]
+    ];
+    out.extend(cause.fields.iter().map(|(name, value)| {
+        let value = match value {
+            Field::Number(n) => Json::Big(*n),
+            Field::Text(t) => Json::Str(t.as_bytes()),
+        };
+        (*name, value)
+    }));
+    out
 }
 
 /// The fields of the first exception of `chain`, its cause nested as `caused_by`.
@@ -113,6 +117,7 @@ fn write(out: &mut Vec<u8>, value: &Json<'_>, indent: Option<usize>) {
     match value {
         Json::Str(s) => write_json_wtf8(out, s),
         Json::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Json::Big(n) => out.extend_from_slice(n.to_string().as_bytes()),
         Json::Object(entries) => {
             out.push(b'{');
             for (i, (name, v)) in entries.iter().enumerate() {
@@ -264,7 +269,7 @@ mod tests {
         let ct = HeaderValue::from_static("application/vnd.elasticsearch+json;compatible-with=9");
         let r = response(406, body, &ct, Some(&id));
         assert_eq!(r.status(), StatusCode::NOT_ACCEPTABLE);
-        let names: Vec<&str> = r.headers().keys().map(HeaderName::as_str).collect();
+        let names: Vec<&str> = r.headers().keys().map(http::HeaderName::as_str).collect();
         assert_eq!(
             names,
             ["x-opaque-id", "x-elastic-product", "content-type", "content-length"]
@@ -278,7 +283,7 @@ mod tests {
         assert_eq!(r.headers()[CONTENT_LENGTH], len.to_string().as_str());
         assert_eq!(body_of(&r), br#"{"error":"x","status":406}"#);
         let r = response(400, b"{}".to_vec(), &ct, None);
-        let names: Vec<&str> = r.headers().keys().map(HeaderName::as_str).collect();
+        let names: Vec<&str> = r.headers().keys().map(http::HeaderName::as_str).collect();
         assert_eq!(names, ["x-elastic-product", "content-type", "content-length"]);
     }
 }

@@ -36,7 +36,7 @@ pub enum Precheck {
     /// Answer this, as Elasticsearch would.
     Respond(Response<Body>),
     /// Forward the request unchanged: esgate cannot tell or write Elasticsearch's answer.
-    Forward(&'static str),
+    Unchecked(&'static str),
 }
 
 /// How to go on after a valid precheck.
@@ -86,9 +86,9 @@ impl ResponseFormat {
 /// Where exactly that refusal happens (and how it is rendered) differs between versions: forward.
 const SINGLE_VALUED: [HeaderName; 4] = [
     X_OPAQUE_ID,
-    HeaderName::from_static("x-elastic-product-origin"),
-    HeaderName::from_static("traceparent"),
-    HeaderName::from_static("tracestate"),
+    crate::headers::X_ELASTIC_PRODUCT_ORIGIN,
+    crate::headers::TRACEPARENT,
+    crate::headers::TRACESTATE,
 ];
 
 /// Parameters that reach the error renderer (`ElasticsearchException` reads them from the request)
@@ -136,7 +136,7 @@ impl Precheck {
                     && a.headers() == b.headers()
                     && matches!((full_bytes(a.body()), full_bytes(b.body())), (Some(x), Some(y)) if x == y)
             }
-            (Precheck::Forward(_), Precheck::Forward(_)) => true,
+            (Precheck::Unchecked(_), Precheck::Unchecked(_)) => true,
             _ => false,
         }
     }
@@ -159,7 +159,7 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool, major: Major) -> Pre
     // target it is forwarded as: what the node receives is what is checked.
     let headers = &parts.headers;
     if SINGLE_VALUED.iter().any(|name| has_distinct_values(headers, name)) {
-        return Precheck::Forward("two different values of a single-valued header");
+        return Precheck::Unchecked("two different values of a single-valued header");
     }
     let opaque_id = headers.get(X_OPAQUE_ID).cloned();
     let accept = header_values(headers, &ACCEPT);
@@ -172,12 +172,12 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool, major: Major) -> Pre
         Err(error) => {
             return match negotiate(&accept, &content_type, has_content, major) {
                 Negotiation::Accepted(rest) => respond(&rest, None, false, opaque_id, |f| f.respond(&error)),
-                _ => Precheck::Forward("a query string and a media-type header that both fail"),
+                _ => Precheck::Unchecked("a query string and a media-type header that both fail"),
             }
         }
     };
     if RENDERING_PARAMS.iter().any(|p| params.contains(p)) {
-        return Precheck::Forward("a parameter that changes how errors are rendered");
+        return Precheck::Unchecked("a parameter that changes how errors are rendered");
     }
 
     // 2. The media types. The channel is built on the request without the failed headers but
@@ -185,13 +185,13 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool, major: Major) -> Pre
     // request, whose headers fail again, unhandled. The error renderer reads `error_trace`.
     let negotiated = match negotiate(&accept, &content_type, has_content, major) {
         Negotiation::Accepted(negotiated) => negotiated,
-        Negotiation::Unknown(why) => return Precheck::Forward(why),
+        Negotiation::Unchecked(why) => return Precheck::Unchecked(why),
         Negotiation::Rejected { error, rest } => {
             let (Ok(pretty), Ok(_)) = (params.boolean("pretty"), params.boolean("human")) else {
-                return Precheck::Forward("a media-type error and a pretty or human that is no boolean");
+                return Precheck::Unchecked("a media-type error and a pretty or human that is no boolean");
             };
             if params.boolean("error_trace") != Ok(false) {
-                return Precheck::Forward("a media-type error with error_trace set");
+                return Precheck::Unchecked("a media-type error with error_trace set");
             }
             return respond(&rest, params.get("format"), pretty, opaque_id, |f| f.respond(&error));
         }
@@ -215,24 +215,24 @@ pub fn precheck(parts: &Parts, id: &str, has_content: bool, major: Major) -> Pre
     // 4. `error_trace`, checked by the controller before routing; its failure is a simple 400.
     match params.boolean("error_trace") {
         Ok(false) => {}
-        Ok(true) => return Precheck::Forward("error_trace=true: the answer would carry a Java stack trace"),
+        Ok(true) => return Precheck::Unchecked("error_trace=true: the answer would carry a Java stack trace"),
         Err(message) => {
             return match format {
                 Ok(format) => Precheck::Respond(format.respond_simple(400, message.as_bytes())),
-                Err(why) => Precheck::Forward(why),
+                Err(why) => Precheck::Unchecked(why),
             }
         }
     }
     let format = match format {
         Ok(format) => format,
-        Err(why) => return Precheck::Forward(why),
+        Err(why) => return Precheck::Unchecked(why),
     };
 
     // 6. A body with content needs a Content-Type Elasticsearch reads, and esgate reads JSON only.
     if has_content {
         match negotiated.check_body() {
             BodyType::Json => {}
-            BodyType::NonJson => return Precheck::Forward("a YAML, CBOR or SMILE body"),
+            BodyType::NonJson => return Precheck::Unchecked("a YAML, CBOR or SMILE body"),
             BodyType::NotAcceptable(text) => return Precheck::Respond(format.respond_simple(406, text.as_bytes())),
         }
     }
@@ -286,7 +286,7 @@ fn respond(
 ) -> Precheck {
     match response_format(negotiated, format, pretty, opaque_id) {
         Ok(format) => Precheck::Respond(answer(&format)),
-        Err(why) => Precheck::Forward(why),
+        Err(why) => Precheck::Unchecked(why),
     }
 }
 
@@ -370,7 +370,7 @@ mod tests {
     }
 
     fn forwarded(p: Precheck) -> bool {
-        matches!(p, Precheck::Forward(_))
+        matches!(p, Precheck::Unchecked(_))
     }
 
     #[test]

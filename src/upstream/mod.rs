@@ -38,19 +38,20 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, CONTENT_LENGTH, EXPECT, HOST, TE, TRANSFER_ENCODING};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use hyper::client::conn::http1::Builder;
 use tokio::sync::oneshot;
 
 pub use self::body::UpstreamBody;
 use self::nodes::{Learned, Nodes};
-use self::pool::{ConnectError, Holder, Idle, Sender};
-use crate::audit::redact::redact_secrets;
+use self::pool::{Holder, Idle, Sender};
 use crate::body::Body;
 use crate::config::{Config, EsVersion, UpstreamConfig};
+use crate::connect::ConnectError;
 use crate::es_error;
 use crate::hop::strip_hop_by_hop;
 use crate::metrics::{Metrics, UpstreamError};
+use crate::redact::redact_secrets;
 use crate::tls::ClientTls;
 
 /// The `type` of the error esgate answers when it cannot open an upstream connection for a reason
@@ -511,9 +512,8 @@ impl UpstreamService {
         match last {
             NoAnswer::Node(why) => es_error::bad_gateway(&format!("no Elasticsearch node could be reached ({why})")),
             NoAnswer::Local(why) => {
-                let status = StatusCode::SERVICE_UNAVAILABLE;
                 let reason = format!("esgate cannot open a connection to Elasticsearch now ({why})");
-                es_error::json_response(status, es_error::error_body(status, UNAVAILABLE_TYPE, &reason))
+                es_error::service_unavailable(UNAVAILABLE_TYPE, &reason)
             }
         }
     }
@@ -617,11 +617,10 @@ impl UpstreamService {
                         shared.metrics.client_body_error();
                         let cause = std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
                         tracing::debug!(node = %node.authority, error = %cause, "client request body failed while sent upstream");
-                        let status = StatusCode::BAD_REQUEST;
                         let reason = format!("the request body could not be read: {cause}");
-                        return Err(Failure::Answered(es_error::json_response(
-                            status,
-                            es_error::error_body(status, BAD_REQUEST_BODY_TYPE, &reason),
+                        return Err(Failure::Answered(es_error::client_error(
+                            BAD_REQUEST_BODY_TYPE,
+                            &reason,
                         )));
                     }
                     match copy {

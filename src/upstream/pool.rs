@@ -16,16 +16,14 @@
 //! traffic, so no idle connection outlives that timeout.
 
 use std::cell::RefCell;
-use std::fmt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::{Builder, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
 use super::body::UpstreamBody;
 use super::nodes::Node;
+use crate::connect::{ConnectError, Target};
 use crate::tls::ClientTls;
 
 /// How long a client connection keeps its upstream connection without sending a request.
@@ -200,56 +198,6 @@ fn tick(now: Instant) -> bool {
     holding || parked
 }
 
-/// Why a connection to a node could not be opened. Nothing of the request was sent.
-#[derive(Debug)]
-pub(crate) enum ConnectError {
-    Io(std::io::Error),
-    Timeout(Duration),
-    Tls(std::io::Error),
-    /// An `https://` node, but no TLS settings (cannot happen with a loaded configuration).
-    NoTls,
-    Handshake(hyper::Error),
-}
-
-impl ConnectError {
-    /// True when the connection failed for a reason of esgate's own host (no descriptors, memory,
-    /// buffers or local ports left): nothing to hold against the node. The one test for requests,
-    /// health probes and version probes alike.
-    pub(crate) fn is_local(&self) -> bool {
-        match self {
-            ConnectError::Io(io) => is_local_io(io),
-            _ => false,
-        }
-    }
-}
-
-fn is_local_io(e: &std::io::Error) -> bool {
-    if e.kind() == std::io::ErrorKind::OutOfMemory {
-        return true;
-    }
-    // EMFILE, ENFILE and ENOMEM share their numbers on Linux and the BSDs; ENOBUFS and
-    // EADDRNOTAVAIL do not.
-    const SHARED: [i32; 3] = [24, 23, 12];
-    #[cfg(target_os = "linux")]
-    const OWN: [i32; 2] = [105, 99];
-    #[cfg(not(target_os = "linux"))]
-    const OWN: [i32; 2] = [55, 49];
-    e.raw_os_error()
-        .is_some_and(|n| SHARED.contains(&n) || OWN.contains(&n))
-}
-
-impl fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConnectError::Io(e) => write!(f, "{e}"),
-            ConnectError::Timeout(d) => write!(f, "connect timed out after {d:?}"),
-            ConnectError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
-            ConnectError::NoTls => f.write_str("an https:// node, but no TLS settings"),
-            ConnectError::Handshake(e) => write!(f, "{e}"),
-        }
-    }
-}
-
 /// Opens a new connection to `node` (TLS for an `https://` node, within the same `timeout`) and
 /// drives it on the current runtime thread.
 pub(crate) async fn connect(
@@ -258,43 +206,12 @@ pub(crate) async fn connect(
     timeout: Duration,
     tls: Option<&ClientTls>,
 ) -> Result<Sender, ConnectError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let tcp = match tokio::time::timeout_at(deadline, TcpStream::connect(node.authority.as_str())).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(e)) => return Err(ConnectError::Io(e)),
-        Err(_) => return Err(ConnectError::Timeout(timeout)),
+    let target = Target {
+        authority: &node.authority,
+        server_name: node.tls.as_ref(),
+        tls,
     };
-    // Requests and answers are small and latency-bound: never wait for Nagle.
-    let _ = tcp.set_nodelay(true);
-    match &node.tls {
-        None => handshake(node, builder, tcp).await,
-        Some(name) => {
-            let connector = tls.ok_or(ConnectError::NoTls)?.connector();
-            let stream = match tokio::time::timeout_at(deadline, connector.connect(name.clone(), tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return Err(ConnectError::Tls(e)),
-                Err(_) => return Err(ConnectError::Timeout(timeout)),
-            };
-            handshake(node, builder, stream).await
-        }
-    }
-}
-
-async fn handshake<T>(node: &Node, builder: &Builder, io: T) -> Result<Sender, ConnectError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (send, conn) = builder
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(ConnectError::Handshake)?;
-    let authority = node.authority.clone();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(node = %authority, error = %e, "upstream connection ended with an error");
-        }
-    });
-    Ok(send)
+    crate::connect::connect(target, builder, timeout, "upstream").await
 }
 
 #[cfg(test)]

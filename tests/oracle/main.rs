@@ -22,10 +22,10 @@
 //! |---|---|
 //! | `ERR <json>` | `Reject(e)` with `e.to_compact()` byte-equal to `<json>` |
 //! | `OK <literal>` | `Accept { literal }` with the same bytes |
-//! | `UNMODELLED ...` | `Defer(_)` |
+//! | `UNMODELLED ...` | `Unchecked(_)` |
 //!
-//! A `Defer` where the oracle gave `OK` or `ERR` is a mismatch, unless its reason is listed in
-//! [`ALLOWED_DEFERRALS`]. A panic of `check_body` is a mismatch too. A failing test prints the
+//! An `Unchecked` where the oracle gave `OK` or `ERR` is a mismatch, unless its reason is listed in
+//! [`ALLOWED_UNCHECKED`]. A panic of `check_body` is a mismatch too. A failing test prints the
 //! mismatches grouped by kind (oracle answer shape against esgate's), the first 20 in full (body
 //! escaped and in base64, both answers, where they first differ), and writes every mismatching body
 //! to `target/oracle-mismatches-<dialect>.txt` (`-fixture.txt` for the fixture test) in the
@@ -60,26 +60,26 @@ mod report;
 
 // ===== the allow-list =====
 
-/// A reason of `BodyVerdict::Defer` for which esgate may forward a body although the oracle knows
+/// A reason of `BodyVerdict::Unchecked` for which esgate may forward a body although the oracle knows
 /// Elasticsearch's answer (`OK` or `ERR`). Each entry says why forwarding is right for that class.
 /// Keep it short: every entry is a class of bodies that esgate does not check itself.
 #[derive(Debug)]
-struct AllowedDeferral {
-    /// The `Defer` reason, exactly as `check_body` gives it.
+struct AllowedUnchecked {
+    /// The `Unchecked` reason, exactly as `check_body` gives it.
     reason: &'static str,
-    /// Why deferring is acceptable for these bodies.
+    /// Why forwarding unchecked is acceptable for these bodies.
     why: &'static str,
 }
 
-/// Deferrals allowed where the oracle decides.
-const ALLOWED_DEFERRALS: &[AllowedDeferral] = &[
-    AllowedDeferral {
+/// Unchecked bodies allowed where the oracle decides.
+const ALLOWED_UNCHECKED: &[AllowedUnchecked] = &[
+    AllowedUnchecked {
         reason: "the body is UTF-16 or UTF-32, which Jackson reads with another parser",
         why: "Jackson reads these with its char-based parser (other locations and snippets); whether \
               Elasticsearch hands such bodies to Jackson intact is unverified (docs/connector-error.md, \
               \"What esgate forwards unchecked, and why\"), so Elasticsearch answers them itself",
     },
-    AllowedDeferral {
+    AllowedUnchecked {
         reason: "a field name holds byte 0xFF, which Jackson may match to a name it saw earlier",
         why: "Jackson's symbol table pads names with 0xFF bytes and is shared by every request of an \
               Elasticsearch node, so such a name may match a name seen in any earlier request: the \

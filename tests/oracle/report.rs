@@ -12,7 +12,7 @@ use base64::Engine as _;
 use esgate::elasticsearch::{check_body, BodyVerdict, Dialect};
 
 use crate::oracle_io::{parse_answer, target_dir, Answer};
-use crate::{checked_as, BodyDialect, ALLOWED_DEFERRALS, SHOWN};
+use crate::{checked_as, BodyDialect, ALLOWED_UNCHECKED, SHOWN};
 
 /// Kinds of difference listed in a failure message.
 const KINDS_SHOWN: usize = 30;
@@ -34,7 +34,7 @@ enum Category {
     Panicked,
     /// The oracle's answer line is not `OK`, `ERR` or `UNMODELLED`.
     UnreadableAnswer,
-    /// esgate defers a body the oracle decides, for a reason not in [`ALLOWED_DEFERRALS`].
+    /// esgate forwards unchecked a body the oracle decides, for a reason not in [`ALLOWED_UNCHECKED`].
     Deferred,
 }
 
@@ -48,7 +48,7 @@ impl Category {
             Category::DecidesUnmodelled => "esgate decides where the oracle says UNMODELLED",
             Category::Panicked => "check_body panicked",
             Category::UnreadableAnswer => "oracle answer not understood (BAD?)",
-            Category::Deferred => "DEFERRED where the oracle decides (not in ALLOWED_DEFERRALS)",
+            Category::Deferred => "DEFERRED where the oracle decides (not in ALLOWED_UNCHECKED)",
         }
     }
 }
@@ -68,7 +68,7 @@ fn run_check(body: &[u8], dialect: Dialect) -> Verdict {
 
 enum Outcome {
     Agree,
-    AllowedDeferral(&'static str),
+    AllowedUnchecked(&'static str),
     Mismatch(Category),
 }
 
@@ -90,11 +90,11 @@ fn compare(answer: &[u8], verdict: &Verdict) -> Outcome {
         (Answer::Err(_), BodyVerdict::Accept { .. }) => Outcome::Mismatch(Category::AcceptsRejected),
         (Answer::Ok(want), BodyVerdict::Accept { literal }) => agree(literal[..] == *want, Category::DifferentLiteral),
         (Answer::Ok(_), BodyVerdict::Reject(_)) => Outcome::Mismatch(Category::RejectsAccepted),
-        (Answer::Unmodelled, BodyVerdict::Defer(_)) => Outcome::Agree,
+        (Answer::Unmodelled, BodyVerdict::Unchecked(_)) => Outcome::Agree,
         (Answer::Unmodelled, _) => Outcome::Mismatch(Category::DecidesUnmodelled),
-        (Answer::Ok(_) | Answer::Err(_), BodyVerdict::Defer(reason)) => {
-            match ALLOWED_DEFERRALS.iter().find(|a| a.reason == *reason) {
-                Some(allowed) => Outcome::AllowedDeferral(allowed.reason),
+        (Answer::Ok(_) | Answer::Err(_), BodyVerdict::Unchecked(reason)) => {
+            match ALLOWED_UNCHECKED.iter().find(|a| a.reason == *reason) {
+                Some(allowed) => Outcome::AllowedUnchecked(allowed.reason),
                 None => Outcome::Mismatch(Category::Deferred),
             }
         }
@@ -106,7 +106,7 @@ fn show_verdict(verdict: &Verdict) -> Vec<u8> {
     match verdict {
         Ok(BodyVerdict::Accept { literal }) => [&b"OK "[..], &literal[..]].concat(),
         Ok(BodyVerdict::Reject(e)) => [&b"ERR "[..], &e.to_compact()].concat(),
-        Ok(BodyVerdict::Defer(reason)) => format!("DEFER {reason:?}").into_bytes(),
+        Ok(BodyVerdict::Unchecked(reason)) => format!("DEFER {reason:?}").into_bytes(),
         Err(panic) => format!("PANIC {panic:?}").into_bytes(),
     }
 }
@@ -229,7 +229,7 @@ impl Report {
                 self.agreed += 1;
                 return;
             }
-            Outcome::AllowedDeferral(reason) => {
+            Outcome::AllowedUnchecked(reason) => {
                 *self.allowed.entry(reason).or_default() += 1;
                 return;
             }
@@ -292,7 +292,7 @@ impl Report {
             }
         }
         let mut msg = format!(
-            "{}: {} bodies, {} agree, {} allowed deferrals, {failed} MISMATCHES\n{}\n",
+            "{}: {} bodies, {} agree, {} allowed unchecked, {failed} MISMATCHES\n{}\n",
             self.title,
             self.checked,
             self.agreed,
@@ -340,13 +340,13 @@ impl Report {
         if self.allowed.is_empty() {
             let _ = writeln!(
                 msg,
-                "allowed deferrals: none ({} in ALLOWED_DEFERRALS)",
-                ALLOWED_DEFERRALS.len()
+                "allowed unchecked: none ({} in ALLOWED_UNCHECKED)",
+                ALLOWED_UNCHECKED.len()
             );
         } else {
-            msg.push_str("allowed deferrals (not failures):\n");
+            msg.push_str("allowed unchecked (not failures):\n");
             for (reason, n) in &self.allowed {
-                let why = ALLOWED_DEFERRALS
+                let why = ALLOWED_UNCHECKED
                     .iter()
                     .find(|a| a.reason == *reason)
                     .map_or("", |a| a.why);
