@@ -19,6 +19,7 @@
 //! * [`dev`]: the built-in development upstream.
 #![warn(missing_docs, rust_2018_idioms, missing_debug_implementations)]
 #![deny(unsafe_code)]
+#![deny(unreachable_pub)]
 
 // The layer and the model: always built.
 pub mod body;

@@ -34,7 +34,7 @@ const MAX_ENTRIES: usize = 4096;
 
 /// What the check found.
 #[derive(Debug)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// The upstream accepts the credentials (or does not authenticate at all).
     Authenticated,
     /// The upstream refused them: relay this answer.
@@ -51,7 +51,7 @@ enum Cached {
 
 /// The credential check and its cache.
 #[derive(Debug)]
-pub struct AuthCheck {
+pub(crate) struct AuthCheck {
     ttl: Duration,
     keys: RandomState,
     cache: Mutex<HashMap<u64, (Instant, Cached)>>,
@@ -59,7 +59,7 @@ pub struct AuthCheck {
 
 impl AuthCheck {
     /// A check whose results are kept for `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    pub(crate) fn new(ttl: Duration) -> Self {
         AuthCheck {
             ttl,
             keys: RandomState::new(),

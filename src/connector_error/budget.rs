@@ -20,11 +20,11 @@ use crate::elasticsearch::{EsError, Field};
 use crate::es_error::json_response;
 
 /// The breaker's name in the reason, in the place of Elasticsearch's `in_flight_requests`.
-pub const BREAKER: &str = "esgate_buffered_bodies";
+pub(super) const BREAKER: &str = "esgate_buffered_bodies";
 /// What the breaker guards, as Elasticsearch names it for HTTP requests.
-pub const LABEL: &str = "<http_request>";
+pub(super) const LABEL: &str = "<http_request>";
 /// The error type of a trip.
-pub const CIRCUIT_BREAKING_TYPE: &str = "circuit_breaking_exception";
+pub(super) const CIRCUIT_BREAKING_TYPE: &str = "circuit_breaking_exception";
 
 /// The limit and the shared count. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -189,7 +189,7 @@ pub(crate) struct Tripped {
 
 impl Tripped {
     /// The reason, in `ChildMemoryCircuitBreaker`'s words.
-    pub fn reason(&self) -> String {
+    pub(crate) fn reason(&self) -> String {
         format!(
             "[{BREAKER}] Data too large, data for [{LABEL}] would be [{}/{}], which is larger than the limit of [{}/{}]",
             self.wanted,
@@ -202,7 +202,7 @@ impl Tripped {
     /// 429 as Elasticsearch writes a `CircuitBreakingException`: the breaker's fields after
     /// type and reason, in the root cause and the error alike; durability `TRANSIENT` (the
     /// call may succeed once other bodies are gone).
-    pub fn response(&self) -> Response<Body> {
+    pub(crate) fn response(&self) -> Response<Body> {
         let status = StatusCode::TOO_MANY_REQUESTS;
         let reason = self.reason();
         let error = EsError::new(status.as_u16(), CIRCUIT_BREAKING_TYPE, reason.as_str()).with_fields(vec![
@@ -222,7 +222,7 @@ impl Tripped {
 
 /// A byte count as Elasticsearch's `ByteSizeValue.toString()` writes it: the largest unit it
 /// reaches, one decimal cut (not rounded) and dropped when zero: `512b`, `1kb`, `1.9mb`.
-pub fn byte_size(bytes: u64) -> String {
+pub(super) fn byte_size(bytes: u64) -> String {
     const UNITS: [(u64, &str); 5] = [
         (1 << 50, "pb"),
         (1 << 40, "tb"),

@@ -11,7 +11,7 @@ use super::budget::{Budget, Held, Reservation, Tripped};
 
 /// The body as Elasticsearch's handler would see it.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Decoded {
+pub(crate) enum Decoded {
     /// No encoding: the bytes as received.
     Identity,
     /// Decoded bytes.
@@ -25,7 +25,7 @@ pub enum Decoded {
 
 #[cfg(feature = "server")]
 /// Decodes `raw` according to the request's `Content-Encoding` values.
-pub fn decode_body(encodings: GetAll<'_, HeaderValue>, raw: &[u8], limit: usize) -> Decoded {
+pub(crate) fn decode_body(encodings: GetAll<'_, HeaderValue>, raw: &[u8], limit: usize) -> Decoded {
     let Ok(reservation) = Budget::unshared(usize::MAX).reserve(0) else {
         return Decoded::TooLarge;
     };
@@ -39,7 +39,7 @@ pub fn decode_body(encodings: GetAll<'_, HeaderValue>, raw: &[u8], limit: usize)
 /// As [`decode_body`], with the decoded buffer paid for by `budget` as it grows: a body whose
 /// decoded form would pass the budget stops decoding there, with the trip. The decoded bytes
 /// give their reservation back when dropped.
-pub fn decode_budgeted(
+pub(super) fn decode_budgeted(
     encodings: GetAll<'_, HeaderValue>,
     raw: &[u8],
     limit: usize,

@@ -21,16 +21,16 @@ use super::budget::{Budget, Held, Tripped};
 use crate::BoxError;
 
 /// How long an unread body is drained after an early answer.
-pub const LINGER_TIME: Duration = Duration::from_secs(5);
+pub(super) const LINGER_TIME: Duration = Duration::from_secs(5);
 /// How much of an unread body is drained after an early answer.
-pub const LINGER_BYTES: u64 = 16 * 1024 * 1024;
+pub(super) const LINGER_BYTES: u64 = 16 * 1024 * 1024;
 
 /// The first allocation of a body without `Content-Length`.
 const FIRST_CHUNK: usize = 16 * 1024;
 
 /// Why a body was not read whole.
 #[derive(Debug)]
-pub enum ReadError {
+pub(super) enum ReadError {
     /// Over the size limit.
     TooLarge,
     /// No frame for the body deadline.

@@ -42,12 +42,12 @@ use crate::BoxError;
 
 /// Bodies up to this size (as received) are checked on the worker thread; larger ones, and
 /// encoded ones above [`INLINE_ENCODED_BYTES`], on the blocking pool.
-pub const INLINE_CHECK_BYTES: usize = 256 * 1024;
+pub(super) const INLINE_CHECK_BYTES: usize = 256 * 1024;
 /// Encoded bodies up to this size are decoded and checked inline (a small one may expand a lot).
-pub const INLINE_ENCODED_BYTES: usize = 4 * 1024;
+pub(super) const INLINE_ENCODED_BYTES: usize = 4 * 1024;
 /// Bytes of error text kept beyond the audit's own cut, so that secret redaction (run on the
 /// kept text) still sees what follows the cut, such as the `@` closing a URL's credentials.
-pub const REDACTION_CONTEXT: usize = 4 * 1024;
+pub(super) const REDACTION_CONTEXT: usize = 4 * 1024;
 
 /// The `type` of the error esgate answers when an intercepted body stopped arriving (408).
 pub const REQUEST_TIMEOUT_TYPE: &str = "esgate_request_timeout_exception";
