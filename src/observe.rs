@@ -221,3 +221,117 @@ where
         Poll::Ready(result)
     }
 }
+
+/// The layer in process, around a `service_fn`: what it counts, with no sockets.
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::sync::Arc;
+
+    use http::{Request, Response, StatusCode};
+    use tower::{Layer, Service, ServiceExt};
+
+    use super::ObserveLayer;
+    use crate::connector_error::{Intercepted, Rejection, Verdict};
+    use crate::elasticsearch::Knowledge;
+    use crate::metrics::Metrics;
+    use crate::upstream::ConnInfo;
+
+    fn layer(metrics: &Arc<Metrics>) -> ObserveLayer {
+        let conn = ConnInfo {
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+            scheme: "http",
+        };
+        ObserveLayer::new(metrics.clone(), None, conn)
+    }
+
+    /// The line of `series` in the metrics page, if any.
+    fn line(metrics: &Metrics, series: &str) -> Option<String> {
+        let page = metrics.render(&[], true);
+        page.lines().find(|l| l.starts_with(series)).map(str::to_owned)
+    }
+
+    fn rejected() -> Intercepted {
+        Intercepted {
+            connector_id: "c1".to_owned(),
+            verdict: Verdict::Rejected(Rejection {
+                status: 400,
+                error_type: Some("x_content_parse_exception"),
+                reason: "bad".to_owned(),
+            }),
+            error_text: None,
+            error_length: 0,
+            knowledge: Knowledge::UNKNOWN,
+        }
+    }
+
+    #[tokio::test]
+    async fn counts_each_request_by_route_and_each_local_rejection_by_type() {
+        let metrics = Arc::new(Metrics::new());
+        let inner = tower::service_fn(|req: Request<()>| async move {
+            let mut response = Response::new(());
+            if req.uri().path().ends_with("/_error") {
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                response.extensions_mut().insert(rejected());
+            }
+            Ok::<_, Infallible>(response)
+        });
+        let mut service = layer(&metrics).layer(inner);
+        for path in ["/", "/idx/_search", "/_connector/c1/_error"] {
+            let req = Request::put(path).body(()).expect("a request");
+            let response = service
+                .ready()
+                .await
+                .expect("ready")
+                .call(req)
+                .await
+                .expect("infallible");
+            assert_eq!(
+                response.extensions().get::<Intercepted>().is_some(),
+                path.ends_with("/_error")
+            );
+        }
+        let page = metrics.render(&[], true);
+        assert!(
+            page.contains(r#"esgate_requests_total{route="passthrough",method="PUT",code="200"} 2"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"esgate_requests_total{route="connector_error",method="PUT",code="400"} 1"#),
+            "{page}"
+        );
+        assert!(
+            page.contains(r#"esgate_local_rejections_total{error_type="x_content_parse_exception"} 1"#),
+            "{page}"
+        );
+        assert_eq!(
+            line(&metrics, "esgate_requests_in_flight ").as_deref(),
+            Some("esgate_requests_in_flight 0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_client_went_away_is_no_longer_in_flight() {
+        let metrics = Arc::new(Metrics::new());
+        let inner = tower::service_fn(|_: Request<()>| std::future::pending::<Result<Response<()>, Infallible>>());
+        let mut service = layer(&metrics).layer(inner);
+        let future = service.call(Request::new(()));
+        assert_eq!(
+            line(&metrics, "esgate_requests_in_flight ").as_deref(),
+            Some("esgate_requests_in_flight 1")
+        );
+        // hyper drops the future when the connection closes before the response head.
+        let mut future = Box::pin(future);
+        let waker = std::task::Waker::noop();
+        assert!(future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_pending());
+        drop(future);
+        assert_eq!(
+            line(&metrics, "esgate_requests_in_flight ").as_deref(),
+            Some("esgate_requests_in_flight 0")
+        );
+    }
+}

@@ -16,7 +16,7 @@ pub struct Intercepted {
     pub verdict: Verdict,
     /// The `error` text the call sets, when the body was checked and valid and the text is
     /// kept (for auditing; `None` for `{"error":null}`, a reset). Only its start is kept: see
-    /// [`GuardConfig::error_text_limit`](super::GuardConfig::error_text_limit).
+    /// [`ConnectorErrorLayer::error_text_limit`](super::ConnectorErrorLayer::error_text_limit).
     pub error_text: Option<String>,
     /// The length in bytes of the whole `error` text, of which `error_text` may hold only the
     /// start (0 without one).
