@@ -30,39 +30,32 @@ pub mod headers;
 pub mod hop;
 mod memory;
 
-// The gateway around them: the `server` feature (default).
-#[cfg(feature = "server")]
-pub mod admin;
-#[cfg(feature = "server")]
-pub mod audit;
-#[cfg(feature = "server")]
-pub mod config;
-#[cfg(feature = "server")]
-mod connect;
-#[cfg(feature = "server")]
-pub mod dev;
-#[cfg(feature = "server")]
-pub mod metrics;
-#[cfg(feature = "server")]
-pub mod observe;
-#[cfg(feature = "server")]
-pub mod redact;
-#[cfg(feature = "server")]
-pub mod reload;
-#[cfg(feature = "server")]
-pub mod server;
-#[cfg(feature = "server")]
-pub mod stack;
-#[cfg(feature = "server")]
-pub mod tls;
-#[cfg(feature = "server")]
-pub mod upstream;
+/// Items of the `server` feature (default): the gateway around the layer.
+macro_rules! server {
+    ($($item:item)*) => { $( #[cfg(feature = "server")] $item )* };
+}
+
+server! {
+    pub mod admin;
+    pub mod audit;
+    pub mod config;
+    mod connect;
+    pub mod dev;
+    pub mod metrics;
+    pub mod observe;
+    pub mod redact;
+    pub mod reload;
+    pub mod server;
+    pub mod stack;
+    pub mod tls;
+    pub mod upstream;
+}
 
 /// The error type of bodies and boxed failures.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub use body::Body;
-#[cfg(feature = "server")]
-pub use config::Config;
-#[cfg(feature = "server")]
-pub use server::Gateway;
+server! {
+    pub use config::Config;
+    pub use server::Gateway;
+}
