@@ -366,7 +366,7 @@ impl Checked {
 }
 
 impl hyper::service::Service<Request<Incoming>> for Checked {
-    type Response = Response<Body>;
+    type Response = Response<ResponseBody<Body>>;
     type Error = Infallible;
     type Future = CheckedFuture<<ConnectionHandle as hyper::service::Service<Request<Incoming>>>::Future>;
 
@@ -403,13 +403,16 @@ impl<F> Future for CheckedFuture<F>
 where
     F: Future<Output = Result<Response<ResponseBody<Body>>, Infallible>>,
 {
-    type Output = Result<Response<Body>, Infallible>;
+    type Output = Result<Response<ResponseBody<Body>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            // The guard's body becomes esgate's own enum again: a move, no box.
-            CheckedProj::Forward { inner } => inner.poll(cx).map_ok(|r| r.map(Body::from)),
-            CheckedProj::Answer { response } => Poll::Ready(Ok(response.take().unwrap_or_default())),
+            // hyper writes the guard's body type as it is: no conversion on the request path.
+            CheckedProj::Forward { inner } => inner.poll(cx),
+            CheckedProj::Answer { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_default()
+                .map(ResponseBody::original))),
         }
     }
 }
