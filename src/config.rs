@@ -1,219 +1,69 @@
 //! Configuration: command-line flags, `ESGATE_*` environment variables and a TOML file.
 //!
-//! Every setting has all three names (see [`SETTINGS`]); a value is taken from the first of
-//! flag, environment, file and built-in default that has one. Values are parsed and checked once,
-//! at start-up, into [`Config`]; an invalid one stops start-up with a [`ConfigError`] that names
-//! the key and where the value came from.
+//! Every setting is declared once, in [`SETTINGS`]: its key in the file, its flag, its environment
+//! variable, its value name, its default and its help. That table makes the command line
+//! ([`Cli::command`]), says where each value is looked up, and gives the default, written as a user
+//! writes a value and parsed like one. A value is taken from the first of flag, environment, file
+//! and default that has one. Values are parsed and checked once, at start-up, into [`Config`]; an
+//! invalid one stops start-up with a [`ConfigError`] that names the key and where the value came
+//! from.
+//!
+//! esgate reads the environment itself, through a function ([`Config::load_with`]): the process's
+//! for the binary, any other for a test, which then does not depend on the shell it runs in.
 
+use std::cell::RefCell;
+use std::env::VarError;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::parser::ValueSource;
+use clap::{value_parser, Arg, ArgAction, ArgMatches, Command};
 
 use crate::elasticsearch::{Dialect, DialectSet, Knowledge, Version};
 use crate::tls::{ClientSettings, ClientTls, ServerTls};
-use clap::{ArgMatches, CommandFactory, Parser};
 
-/// Command-line interface. Every value is read as text and parsed by [`Config`], so that one
-/// error message format covers flags, environment variables and the file alike.
-#[derive(Debug, Parser)]
-#[command(name = "esgate", version, about = "A streaming reverse proxy for Elasticsearch")]
+/// The environment variable of `--config`.
+const CONFIG_ENV: &str = "ESGATE_CONFIG";
+
+/// What the command line says besides the settings: which file, and whether only to check.
+#[derive(Debug, Default)]
 pub struct Cli {
-    /// TOML configuration file (see config/esgate.toml).
-    #[arg(long, env = "ESGATE_CONFIG", value_name = "FILE")]
+    /// `--config FILE` (or `ESGATE_CONFIG`): the TOML configuration file (see config/esgate.toml).
     pub config: Option<PathBuf>,
-    /// Validate the configuration, print a summary and exit.
-    #[arg(long)]
+    /// `--check-config`: validate the configuration, print a summary and exit.
     pub check_config: bool,
     /// The configuration file's content as it was loaded (not a flag): a reload compares the file
     /// with what is running, not with a later read of it.
-    #[arg(skip)]
     pub config_text: Option<String>,
-    /// Address the gateway listens on [server.listen].
-    #[arg(long, env = "ESGATE_LISTEN", value_name = "ADDR")]
-    listen: Option<String>,
-    /// Address of the admin listener; unset means none [server.admin_listen].
-    #[arg(long, env = "ESGATE_ADMIN_LISTEN", value_name = "ADDR")]
-    admin_listen: Option<String>,
-    /// Runtime threads, one per core when 0 [server.workers].
-    #[arg(long, env = "ESGATE_WORKERS", value_name = "N")]
-    workers: Option<String>,
-    /// Time a client has to send a request's headers [server.header_read_timeout].
-    #[arg(long, env = "ESGATE_HEADER_READ_TIMEOUT", value_name = "DURATION")]
-    header_read_timeout: Option<String>,
-    /// Time a buffered request body may go without a byte before it is answered 408 [server.body_read_timeout].
-    #[arg(long, env = "ESGATE_BODY_READ_TIMEOUT", value_name = "DURATION")]
-    body_read_timeout: Option<String>,
-    /// Client connections served at once; 0 derives it from the descriptor limit [server.max_connections].
-    #[arg(long, env = "ESGATE_MAX_CONNECTIONS", value_name = "N")]
-    max_connections: Option<String>,
-    /// Connections the kernel queues while esgate is at its limit [server.listen_backlog].
-    #[arg(long, env = "ESGATE_LISTEN_BACKLOG", value_name = "N")]
-    listen_backlog: Option<String>,
-    /// Largest request head (request line and headers) accepted [server.max_header_size].
-    #[arg(long, env = "ESGATE_MAX_HEADER_SIZE", value_name = "BYTES")]
-    max_header_size: Option<String>,
-    /// Time in-flight requests get to finish after SIGTERM/SIGINT [server.shutdown_grace].
-    #[arg(long, env = "ESGATE_SHUTDOWN_GRACE", value_name = "DURATION")]
-    shutdown_grace: Option<String>,
-    /// PEM certificate chain of the listener; with the key, clients speak HTTPS [server.tls_cert_file].
-    #[arg(long, env = "ESGATE_TLS_CERT_FILE", value_name = "FILE")]
-    tls_cert_file: Option<String>,
-    /// PEM private key of the listener's certificate [server.tls_key_file].
-    #[arg(long, env = "ESGATE_TLS_KEY_FILE", value_name = "FILE")]
-    tls_key_file: Option<String>,
-    /// How often the configuration file is checked for changes; 0: only on SIGHUP [server.reload_interval].
-    #[arg(long, env = "ESGATE_RELOAD_INTERVAL", value_name = "DURATION")]
-    reload_interval: Option<String>,
-    /// Append X-Forwarded-For and X-Forwarded-Proto [server.forwarded_headers].
-    #[arg(long, env = "ESGATE_FORWARDED_HEADERS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    forwarded_headers: Option<String>,
-    /// Elasticsearch node URL; repeat the flag or separate with commas [upstream.nodes].
-    #[arg(long, env = "ESGATE_UPSTREAM", value_name = "URL", value_delimiter = ',')]
-    upstream: Vec<String>,
-    /// Serve the built-in development upstream instead of real nodes [upstream.dev].
-    #[arg(long, env = "ESGATE_DEV", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    dev: Option<String>,
-    /// The Elasticsearch version the development upstream reports in GET / [upstream.dev_version].
-    #[arg(long, env = "ESGATE_DEV_VERSION", value_name = "VERSION")]
-    dev_version: Option<String>,
-    /// Time to open a TCP connection to a node [upstream.connect_timeout].
-    #[arg(long, env = "ESGATE_CONNECT_TIMEOUT", value_name = "DURATION")]
-    connect_timeout: Option<String>,
-    /// Time a node has to start its answer to a GET, HEAD or OPTIONS (504 after); 0, the default, disables [upstream.response_timeout].
-    #[arg(long, env = "ESGATE_RESPONSE_TIMEOUT", value_name = "DURATION")]
-    response_timeout: Option<String>,
-    /// An idle upstream connection older than this is closed, not reused [upstream.pool_idle_timeout].
-    #[arg(long, env = "ESGATE_POOL_IDLE_TIMEOUT", value_name = "DURATION")]
-    pool_idle_timeout: Option<String>,
-    /// Idle upstream connections kept per node and thread [upstream.pool_max_idle_per_node].
-    #[arg(long, env = "ESGATE_POOL_MAX_IDLE_PER_NODE", value_name = "N")]
-    pool_max_idle_per_node: Option<String>,
-    /// First retry delay for a node that refused a connection [upstream.dead_node_backoff].
-    #[arg(long, env = "ESGATE_DEAD_NODE_BACKOFF", value_name = "DURATION")]
-    dead_node_backoff: Option<String>,
-    /// Longest retry delay for a dead node [upstream.max_dead_node_backoff].
-    #[arg(long, env = "ESGATE_MAX_DEAD_NODE_BACKOFF", value_name = "DURATION")]
-    max_dead_node_backoff: Option<String>,
-    /// Send the node's own host:port as Host instead of the client's [upstream.rewrite_host].
-    #[arg(long, env = "ESGATE_REWRITE_HOST", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    rewrite_host: Option<String>,
-    /// PEM bundle of the CAs trusted for https:// nodes, instead of the system's [upstream.ca_file].
-    #[arg(long, env = "ESGATE_UPSTREAM_CA_FILE", value_name = "FILE")]
-    upstream_ca_file: Option<String>,
-    /// PEM client certificate presented to https:// nodes (mTLS) [upstream.client_cert_file].
-    #[arg(long, env = "ESGATE_UPSTREAM_CLIENT_CERT_FILE", value_name = "FILE")]
-    upstream_client_cert_file: Option<String>,
-    /// PEM private key of the client certificate [upstream.client_key_file].
-    #[arg(long, env = "ESGATE_UPSTREAM_CLIENT_KEY_FILE", value_name = "FILE")]
-    upstream_client_key_file: Option<String>,
-    /// Accept any certificate from https:// nodes; for development only [upstream.tls_insecure].
-    #[arg(long, env = "ESGATE_UPSTREAM_TLS_INSECURE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    upstream_tls_insecure: Option<String>,
-    /// How often the admin listener's readiness probes each node [upstream.health_check_interval].
-    #[arg(long, env = "ESGATE_HEALTH_CHECK_INTERVAL", value_name = "DURATION")]
-    health_check_interval: Option<String>,
-    /// How often each node's Elasticsearch version is asked again; 0: at start-up and when a node comes back only [upstream.version_check_interval].
-    #[arg(long, env = "ESGATE_VERSION_CHECK_INTERVAL", value_name = "DURATION")]
-    version_check_interval: Option<String>,
-    /// User name of esgate's own requests to the nodes (version and health probes), with the password [upstream.username].
-    #[arg(long, env = "ESGATE_UPSTREAM_USERNAME", value_name = "NAME")]
-    upstream_username: Option<String>,
-    /// Password of esgate's own requests to the nodes [upstream.password].
-    #[arg(
-        long,
-        env = "ESGATE_UPSTREAM_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true
-    )]
-    upstream_password: Option<String>,
-    /// API key (base64 `id:key`) of esgate's own requests to the nodes, instead of a user [upstream.api_key].
-    #[arg(long, env = "ESGATE_UPSTREAM_API_KEY", value_name = "KEY", hide_env_values = true)]
-    upstream_api_key: Option<String>,
-    /// Keep the letter case of header names on the wire [upstream.preserve_header_case].
-    #[arg(long, env = "ESGATE_PRESERVE_HEADER_CASE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    preserve_header_case: Option<String>,
-    /// Largest Update-connector-error body read, after decompression; larger gets 413 [connector_error.max_body_size].
-    #[arg(long, env = "ESGATE_MAX_ERROR_BODY_SIZE", value_name = "BYTES")]
-    max_error_body_size: Option<String>,
-    /// Bytes of all intercepted bodies held at once; beyond it a call gets 429 [connector_error.max_buffered_bytes].
-    #[arg(long, env = "ESGATE_MAX_BUFFERED_BYTES", value_name = "BYTES")]
-    max_buffered_bytes: Option<String>,
-    /// Ask the upstream who the caller is before a local rejection [connector_error.check_auth].
-    #[arg(long, env = "ESGATE_CHECK_AUTH", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    check_auth: Option<String>,
-    /// How long a credential check is remembered [connector_error.auth_cache_ttl].
-    #[arg(long, env = "ESGATE_AUTH_CACHE_TTL", value_name = "DURATION")]
-    auth_cache_ttl: Option<String>,
-    /// Validate and audit Update-connector-error calls but forward every one [connector_error.report_only].
-    #[arg(long, env = "ESGATE_REPORT_ONLY", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    report_only: Option<String>,
-    /// The Elasticsearch version every node runs (or `serverless`); unset: learned from each node [connector_error.es_version].
-    #[arg(long, env = "ESGATE_ES_VERSION", value_name = "VERSION")]
-    es_version: Option<String>,
-    /// Write audit events to stdout, one JSON line each [audit.stdout].
-    #[arg(long, env = "ESGATE_AUDIT_STDOUT", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    audit_stdout: Option<String>,
-    /// Append audit events to this file; reopened on SIGHUP [audit.file].
-    #[arg(long, env = "ESGATE_AUDIT_FILE", value_name = "FILE")]
-    audit_file: Option<String>,
-    /// Audit every request, not only Update-connector-error calls (access-log mode) [audit.all_requests].
-    #[arg(long, env = "ESGATE_AUDIT_ALL_REQUESTS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    audit_all_requests: Option<String>,
-    /// Audit events waiting to be written; beyond it they are dropped and counted [audit.queue_size].
-    #[arg(long, env = "ESGATE_AUDIT_QUEUE_SIZE", value_name = "N")]
-    audit_queue_size: Option<String>,
-    /// Longest connector error text kept in an audit event, in bytes [audit.max_error_length].
-    #[arg(long, env = "ESGATE_AUDIT_MAX_ERROR_LENGTH", value_name = "BYTES")]
-    audit_max_error_length: Option<String>,
-    /// Mask passwords, tokens and URL credentials inside audited error texts [audit.redact_error_secrets].
-    #[arg(long, env = "ESGATE_AUDIT_REDACT_ERROR_SECRETS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
-    audit_redact_error_secrets: Option<String>,
-    /// Also write audit events to this Elasticsearch with _bulk [audit.elasticsearch_url].
-    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_URL", value_name = "URL")]
-    audit_elasticsearch_url: Option<String>,
-    /// Data stream the audit events go to [audit.elasticsearch_data_stream].
-    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_DATA_STREAM", value_name = "NAME")]
-    audit_elasticsearch_data_stream: Option<String>,
-    /// API key (base64 `id:key`, as Elasticsearch issues it) for the audit writes [audit.elasticsearch_api_key].
-    #[arg(
-        long,
-        env = "ESGATE_AUDIT_ELASTICSEARCH_API_KEY",
-        value_name = "KEY",
-        hide_env_values = true
-    )]
-    audit_elasticsearch_api_key: Option<String>,
-    /// User name for the audit writes, with the password [audit.elasticsearch_username].
-    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_USERNAME", value_name = "NAME")]
-    audit_elasticsearch_username: Option<String>,
-    /// Password for the audit writes [audit.elasticsearch_password].
-    #[arg(
-        long,
-        env = "ESGATE_AUDIT_ELASTICSEARCH_PASSWORD",
-        value_name = "PASSWORD",
-        hide_env_values = true
-    )]
-    audit_elasticsearch_password: Option<String>,
-    /// Most audit events per _bulk request [audit.elasticsearch_batch_size].
-    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_BATCH_SIZE", value_name = "N")]
-    audit_elasticsearch_batch_size: Option<String>,
-    /// Longest time an audit event waits for its batch [audit.elasticsearch_flush_interval].
-    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_FLUSH_INTERVAL", value_name = "DURATION")]
-    audit_elasticsearch_flush_interval: Option<String>,
-    /// Audit events held while Elasticsearch is slow or down [audit.elasticsearch_buffer].
-    #[arg(long, env = "ESGATE_AUDIT_ELASTICSEARCH_BUFFER", value_name = "N")]
-    audit_elasticsearch_buffer: Option<String>,
-    /// Log filter: a level or tracing directives; RUST_LOG is used when none is set [log.level].
-    #[arg(long, env = "ESGATE_LOG_LEVEL", value_name = "FILTER")]
-    log_level: Option<String>,
-    /// Log format: text or json [log.format].
-    #[arg(long, env = "ESGATE_LOG_FORMAT", value_name = "FORMAT")]
-    log_format: Option<String>,
 }
 
-/// One setting's three names.
+impl Cli {
+    /// The command line: `--config`, `--check-config`, `--help`, `--version` and one flag per
+    /// entry of [`SETTINGS`]. Every value is read as text and parsed by [`Config`], so that one
+    /// error message format covers flags, environment variables and the file alike.
+    pub fn command() -> Command {
+        let command = Command::new("esgate")
+            .version(env!("CARGO_PKG_VERSION"))
+            .about("A streaming reverse proxy for Elasticsearch")
+            .arg(
+                Arg::new("config")
+                    .long("config")
+                    .value_name("FILE")
+                    .value_parser(value_parser!(PathBuf))
+                    .help(format!("TOML configuration file (see config/esgate.toml) [env: {CONFIG_ENV}]")),
+            )
+            .arg(
+                Arg::new("check_config")
+                    .long("check-config")
+                    .action(ArgAction::SetTrue)
+                    .help("Validate the configuration, print a summary and exit"),
+            );
+        SETTINGS.iter().fold(command, |command, setting| command.arg(setting.arg()))
+    }
+}
+
+/// One setting: its names, its value's shape, its default and its help.
 #[derive(Clone, Copy, Debug)]
 pub struct Setting {
     /// Dotted key in the TOML file.
@@ -222,72 +72,288 @@ pub struct Setting {
     pub flag: &'static str,
     /// Environment variable.
     pub env: &'static str,
+    /// The value's placeholder in `--help` (`ADDR`, `DURATION`, `BOOL`).
+    pub value_name: &'static str,
+    /// How the flag takes its value.
+    pub kind: Kind,
+    /// The value when none is given.
+    pub default: Builtin,
+    /// One line for `--help`.
+    pub help: &'static str,
 }
 
+/// How a setting's flag takes its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `--flag VALUE`, at most once.
+    Single,
+    /// `--flag [BOOL]`: a bare flag means `true`.
+    Switch,
+    /// `--flag URL`, repeatable, each also a comma-separated list (as is the environment variable).
+    List,
+}
+
+/// A setting's value when none is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Builtin {
+    /// This text, parsed the way a user's value is parsed.
+    Value(&'static str),
+    /// No value; the text says what that means (`off`, `none`, `system roots`).
+    Unset(&'static str),
+}
+
+impl Setting {
+    /// The default as a user writes it, if there is one.
+    pub fn default_text(&self) -> Option<&'static str> {
+        match self.default {
+            Builtin::Value(text) => Some(text),
+            Builtin::Unset(_) => None,
+        }
+    }
+
+    fn arg(&self) -> Arg {
+        let mut help = format!("{} [{}] [env: {}]", self.help, self.key, self.env);
+        if let Some(default) = self.default_text() {
+            help.push_str(&format!(" [default: {default}]"));
+        }
+        let arg = Arg::new(self.key)
+            .long(self.flag.trim_start_matches("--"))
+            .value_name(self.value_name)
+            .help(help);
+        match self.kind {
+            Kind::Single => arg.action(ArgAction::Set),
+            Kind::Switch => arg.action(ArgAction::Set).num_args(0..=1).default_missing_value("true"),
+            Kind::List => arg.action(ArgAction::Append).value_delimiter(','),
+        }
+    }
+
+    /// A value given as text (environment, default): a list is split at commas.
+    fn raw(&self, text: &str) -> Raw {
+        match self.kind {
+            Kind::List => Raw::Toml(toml::Value::Array(
+                text.split(',').map(|item| toml::Value::String(item.to_owned())).collect(),
+            )),
+            Kind::Single | Kind::Switch => Raw::Text(text.to_owned()),
+        }
+    }
+}
+
+/// Declares the settings, one row each:
+///
+/// ```text
+/// NAME = "section.key", default "text" | unset "what that means",
+///     "--flag" VALUE | "--flag" [BOOL] | "--flag" VALUE repeatable, "ESGATE_VARIABLE",
+///     "One line of --help";
+/// ```
+///
+/// `VALUE` is the value name in `--help`; `[BOOL]` marks a flag whose value may be left out (a
+/// bare flag means `true`); `repeatable` a list (the flag repeated or comma-separated, the variable
+/// comma-separated).
 macro_rules! settings {
-    ($($name:ident = $key:literal, $flag:literal, $env:literal;)*) => {
-        $(const $name: Setting = Setting { key: $key, flag: $flag, env: $env };)*
+    (@name [$name:ident]) => { stringify!($name) };
+    (@name $name:ident) => { stringify!($name) };
+    (@kind [$name:ident]) => { Kind::Switch };
+    (@kind $name:ident repeatable) => { Kind::List };
+    (@kind $name:ident) => { Kind::Single };
+    (@default default $text:expr) => { Builtin::Value($text) };
+    (@default unset $what:expr) => { Builtin::Unset($what) };
+    ($($name:ident = $key:literal, $builtin:ident $default:expr,
+        $flag:literal $shape:tt $($many:ident)?, $env:literal,
+        $help:literal;)*) => {
+        $(const $name: Setting = Setting {
+            key: $key,
+            flag: $flag,
+            env: $env,
+            value_name: settings!(@name $shape),
+            kind: settings!(@kind $shape $($many)?),
+            default: settings!(@default $builtin $default),
+            help: $help,
+        };)*
         /// Every setting, in the order of `config/esgate.toml`.
         pub const SETTINGS: &[Setting] = &[$($name),*];
     };
 }
 
 settings! {
-    LISTEN = "server.listen", "--listen", "ESGATE_LISTEN";
-    ADMIN_LISTEN = "server.admin_listen", "--admin-listen", "ESGATE_ADMIN_LISTEN";
-    WORKERS = "server.workers", "--workers", "ESGATE_WORKERS";
-    HEADER_READ_TIMEOUT = "server.header_read_timeout", "--header-read-timeout", "ESGATE_HEADER_READ_TIMEOUT";
-    BODY_READ_TIMEOUT = "server.body_read_timeout", "--body-read-timeout", "ESGATE_BODY_READ_TIMEOUT";
-    MAX_CONNECTIONS = "server.max_connections", "--max-connections", "ESGATE_MAX_CONNECTIONS";
-    LISTEN_BACKLOG = "server.listen_backlog", "--listen-backlog", "ESGATE_LISTEN_BACKLOG";
-    MAX_HEADER_SIZE = "server.max_header_size", "--max-header-size", "ESGATE_MAX_HEADER_SIZE";
-    SHUTDOWN_GRACE = "server.shutdown_grace", "--shutdown-grace", "ESGATE_SHUTDOWN_GRACE";
-    FORWARDED_HEADERS = "server.forwarded_headers", "--forwarded-headers", "ESGATE_FORWARDED_HEADERS";
-    TLS_CERT = "server.tls_cert_file", "--tls-cert-file", "ESGATE_TLS_CERT_FILE";
-    TLS_KEY = "server.tls_key_file", "--tls-key-file", "ESGATE_TLS_KEY_FILE";
-    RELOAD_INTERVAL = "server.reload_interval", "--reload-interval", "ESGATE_RELOAD_INTERVAL";
-    NODES = "upstream.nodes", "--upstream", "ESGATE_UPSTREAM";
-    DEV = "upstream.dev", "--dev", "ESGATE_DEV";
-    DEV_VERSION = "upstream.dev_version", "--dev-version", "ESGATE_DEV_VERSION";
-    CONNECT_TIMEOUT = "upstream.connect_timeout", "--connect-timeout", "ESGATE_CONNECT_TIMEOUT";
-    RESPONSE_TIMEOUT = "upstream.response_timeout", "--response-timeout", "ESGATE_RESPONSE_TIMEOUT";
-    POOL_IDLE_TIMEOUT = "upstream.pool_idle_timeout", "--pool-idle-timeout", "ESGATE_POOL_IDLE_TIMEOUT";
-    POOL_MAX_IDLE = "upstream.pool_max_idle_per_node", "--pool-max-idle-per-node", "ESGATE_POOL_MAX_IDLE_PER_NODE";
-    DEAD_BACKOFF = "upstream.dead_node_backoff", "--dead-node-backoff", "ESGATE_DEAD_NODE_BACKOFF";
-    MAX_DEAD_BACKOFF = "upstream.max_dead_node_backoff", "--max-dead-node-backoff", "ESGATE_MAX_DEAD_NODE_BACKOFF";
-    REWRITE_HOST = "upstream.rewrite_host", "--rewrite-host", "ESGATE_REWRITE_HOST";
-    CA_FILE = "upstream.ca_file", "--upstream-ca-file", "ESGATE_UPSTREAM_CA_FILE";
-    CLIENT_CERT = "upstream.client_cert_file", "--upstream-client-cert-file", "ESGATE_UPSTREAM_CLIENT_CERT_FILE";
-    CLIENT_KEY = "upstream.client_key_file", "--upstream-client-key-file", "ESGATE_UPSTREAM_CLIENT_KEY_FILE";
-    TLS_INSECURE = "upstream.tls_insecure", "--upstream-tls-insecure", "ESGATE_UPSTREAM_TLS_INSECURE";
-    HEALTH_CHECK_INTERVAL = "upstream.health_check_interval", "--health-check-interval", "ESGATE_HEALTH_CHECK_INTERVAL";
-    VERSION_CHECK_INTERVAL = "upstream.version_check_interval", "--version-check-interval", "ESGATE_VERSION_CHECK_INTERVAL";
-    UPSTREAM_USER = "upstream.username", "--upstream-username", "ESGATE_UPSTREAM_USERNAME";
-    UPSTREAM_PASSWORD = "upstream.password", "--upstream-password", "ESGATE_UPSTREAM_PASSWORD";
-    UPSTREAM_API_KEY = "upstream.api_key", "--upstream-api-key", "ESGATE_UPSTREAM_API_KEY";
-    PRESERVE_CASE = "upstream.preserve_header_case", "--preserve-header-case", "ESGATE_PRESERVE_HEADER_CASE";
-    MAX_ERROR_BODY = "connector_error.max_body_size", "--max-error-body-size", "ESGATE_MAX_ERROR_BODY_SIZE";
-    MAX_BUFFERED = "connector_error.max_buffered_bytes", "--max-buffered-bytes", "ESGATE_MAX_BUFFERED_BYTES";
-    CHECK_AUTH = "connector_error.check_auth", "--check-auth", "ESGATE_CHECK_AUTH";
-    AUTH_CACHE_TTL = "connector_error.auth_cache_ttl", "--auth-cache-ttl", "ESGATE_AUTH_CACHE_TTL";
-    REPORT_ONLY = "connector_error.report_only", "--report-only", "ESGATE_REPORT_ONLY";
-    ES_VERSION = "connector_error.es_version", "--es-version", "ESGATE_ES_VERSION";
-    AUDIT_STDOUT = "audit.stdout", "--audit-stdout", "ESGATE_AUDIT_STDOUT";
-    AUDIT_FILE = "audit.file", "--audit-file", "ESGATE_AUDIT_FILE";
-    AUDIT_ALL = "audit.all_requests", "--audit-all-requests", "ESGATE_AUDIT_ALL_REQUESTS";
-    AUDIT_QUEUE = "audit.queue_size", "--audit-queue-size", "ESGATE_AUDIT_QUEUE_SIZE";
-    AUDIT_MAX_ERROR = "audit.max_error_length", "--audit-max-error-length", "ESGATE_AUDIT_MAX_ERROR_LENGTH";
-    AUDIT_REDACT = "audit.redact_error_secrets", "--audit-redact-error-secrets", "ESGATE_AUDIT_REDACT_ERROR_SECRETS";
-    AUDIT_ES_URL = "audit.elasticsearch_url", "--audit-elasticsearch-url", "ESGATE_AUDIT_ELASTICSEARCH_URL";
-    AUDIT_ES_STREAM = "audit.elasticsearch_data_stream", "--audit-elasticsearch-data-stream", "ESGATE_AUDIT_ELASTICSEARCH_DATA_STREAM";
-    AUDIT_ES_API_KEY = "audit.elasticsearch_api_key", "--audit-elasticsearch-api-key", "ESGATE_AUDIT_ELASTICSEARCH_API_KEY";
-    AUDIT_ES_USER = "audit.elasticsearch_username", "--audit-elasticsearch-username", "ESGATE_AUDIT_ELASTICSEARCH_USERNAME";
-    AUDIT_ES_PASSWORD = "audit.elasticsearch_password", "--audit-elasticsearch-password", "ESGATE_AUDIT_ELASTICSEARCH_PASSWORD";
-    AUDIT_ES_BATCH = "audit.elasticsearch_batch_size", "--audit-elasticsearch-batch-size", "ESGATE_AUDIT_ELASTICSEARCH_BATCH_SIZE";
-    AUDIT_ES_FLUSH = "audit.elasticsearch_flush_interval", "--audit-elasticsearch-flush-interval", "ESGATE_AUDIT_ELASTICSEARCH_FLUSH_INTERVAL";
-    AUDIT_ES_BUFFER = "audit.elasticsearch_buffer", "--audit-elasticsearch-buffer", "ESGATE_AUDIT_ELASTICSEARCH_BUFFER";
-    LOG_LEVEL = "log.level", "--log-level", "ESGATE_LOG_LEVEL";
-    LOG_FORMAT = "log.format", "--log-format", "ESGATE_LOG_FORMAT";
+    // [server]
+    LISTEN = "server.listen", default "127.0.0.1:8080",
+        "--listen" ADDR, "ESGATE_LISTEN",
+        "Address the gateway listens on";
+    ADMIN_LISTEN = "server.admin_listen", unset "off",
+        "--admin-listen" ADDR, "ESGATE_ADMIN_LISTEN",
+        "Address of the admin listener; unset means none";
+    WORKERS = "server.workers", default "0",
+        "--workers" N, "ESGATE_WORKERS",
+        "Runtime threads, one per core when 0";
+    HEADER_READ_TIMEOUT = "server.header_read_timeout", default "30s",
+        "--header-read-timeout" DURATION, "ESGATE_HEADER_READ_TIMEOUT",
+        "Time a client has to send a request's headers";
+    BODY_READ_TIMEOUT = "server.body_read_timeout", default "30s",
+        "--body-read-timeout" DURATION, "ESGATE_BODY_READ_TIMEOUT",
+        "Time a buffered request body may go without a byte before it is answered 408";
+    MAX_CONNECTIONS = "server.max_connections", default "0",
+        "--max-connections" N, "ESGATE_MAX_CONNECTIONS",
+        "Client connections served at once; 0 derives it from the descriptor limit";
+    LISTEN_BACKLOG = "server.listen_backlog", default "1024",
+        "--listen-backlog" N, "ESGATE_LISTEN_BACKLOG",
+        "Connections the kernel queues while esgate is at its limit";
+    MAX_HEADER_SIZE = "server.max_header_size", default "64KiB",
+        "--max-header-size" BYTES, "ESGATE_MAX_HEADER_SIZE",
+        "Largest request head (request line and headers) accepted";
+    SHUTDOWN_GRACE = "server.shutdown_grace", default "30s",
+        "--shutdown-grace" DURATION, "ESGATE_SHUTDOWN_GRACE",
+        "Time in-flight requests get to finish after SIGTERM/SIGINT";
+    FORWARDED_HEADERS = "server.forwarded_headers", default "false",
+        "--forwarded-headers" [BOOL], "ESGATE_FORWARDED_HEADERS",
+        "Append X-Forwarded-For and X-Forwarded-Proto";
+    TLS_CERT = "server.tls_cert_file", unset "off",
+        "--tls-cert-file" FILE, "ESGATE_TLS_CERT_FILE",
+        "PEM certificate chain of the listener; with the key, clients speak HTTPS";
+    TLS_KEY = "server.tls_key_file", unset "off",
+        "--tls-key-file" FILE, "ESGATE_TLS_KEY_FILE",
+        "PEM private key of the listener's certificate";
+    RELOAD_INTERVAL = "server.reload_interval", default "10s",
+        "--reload-interval" DURATION, "ESGATE_RELOAD_INTERVAL",
+        "How often the configuration file is checked for changes; 0: only on SIGHUP";
+
+    // [upstream]
+    NODES = "upstream.nodes", default "http://127.0.0.1:9200",
+        "--upstream" URL repeatable, "ESGATE_UPSTREAM",
+        "Elasticsearch node URL; repeat the flag or separate with commas";
+    DEV = "upstream.dev", default "false",
+        "--dev" [BOOL], "ESGATE_DEV",
+        "Serve the built-in development upstream instead of real nodes";
+    DEV_VERSION = "upstream.dev_version", default crate::dev::DEFAULT_VERSION,
+        "--dev-version" VERSION, "ESGATE_DEV_VERSION",
+        "The Elasticsearch version the development upstream reports in GET /";
+    CONNECT_TIMEOUT = "upstream.connect_timeout", default "5s",
+        "--connect-timeout" DURATION, "ESGATE_CONNECT_TIMEOUT",
+        "Time to open a TCP connection to a node";
+    // Off by default: a 504 from esgate is retried by the official clients, so esgate's own
+    // timeout must not decide where the client's would not (see `upstream::timed`).
+    RESPONSE_TIMEOUT = "upstream.response_timeout", default "0",
+        "--response-timeout" DURATION, "ESGATE_RESPONSE_TIMEOUT",
+        "Time a node has to start its answer to a GET, HEAD or OPTIONS (504 after); 0, the default, disables";
+    POOL_IDLE_TIMEOUT = "upstream.pool_idle_timeout", default "50s",
+        "--pool-idle-timeout" DURATION, "ESGATE_POOL_IDLE_TIMEOUT",
+        "An idle upstream connection older than this is closed, not reused";
+    POOL_MAX_IDLE = "upstream.pool_max_idle_per_node", default "32",
+        "--pool-max-idle-per-node" N, "ESGATE_POOL_MAX_IDLE_PER_NODE",
+        "Idle upstream connections kept per node and thread";
+    DEAD_BACKOFF = "upstream.dead_node_backoff", default "1s",
+        "--dead-node-backoff" DURATION, "ESGATE_DEAD_NODE_BACKOFF",
+        "First retry delay for a node that refused a connection";
+    MAX_DEAD_BACKOFF = "upstream.max_dead_node_backoff", default "30s",
+        "--max-dead-node-backoff" DURATION, "ESGATE_MAX_DEAD_NODE_BACKOFF",
+        "Longest retry delay for a dead node";
+    REWRITE_HOST = "upstream.rewrite_host", default "false",
+        "--rewrite-host" [BOOL], "ESGATE_REWRITE_HOST",
+        "Send the node's own host:port as Host instead of the client's";
+    CA_FILE = "upstream.ca_file", unset "system roots",
+        "--upstream-ca-file" FILE, "ESGATE_UPSTREAM_CA_FILE",
+        "PEM bundle of the CAs trusted for https:// nodes, instead of the system's";
+    CLIENT_CERT = "upstream.client_cert_file", unset "none",
+        "--upstream-client-cert-file" FILE, "ESGATE_UPSTREAM_CLIENT_CERT_FILE",
+        "PEM client certificate presented to https:// nodes (mTLS)";
+    CLIENT_KEY = "upstream.client_key_file", unset "none",
+        "--upstream-client-key-file" FILE, "ESGATE_UPSTREAM_CLIENT_KEY_FILE",
+        "PEM private key of the client certificate";
+    TLS_INSECURE = "upstream.tls_insecure", default "false",
+        "--upstream-tls-insecure" [BOOL], "ESGATE_UPSTREAM_TLS_INSECURE",
+        "Accept any certificate from https:// nodes; for development only";
+    HEALTH_CHECK_INTERVAL = "upstream.health_check_interval", default "5s",
+        "--health-check-interval" DURATION, "ESGATE_HEALTH_CHECK_INTERVAL",
+        "How often the admin listener's readiness probes each node";
+    VERSION_CHECK_INTERVAL = "upstream.version_check_interval", default "60s",
+        "--version-check-interval" DURATION, "ESGATE_VERSION_CHECK_INTERVAL",
+        "How often each node's Elasticsearch version is asked again; 0: at start-up and when a node comes back only";
+    UPSTREAM_USER = "upstream.username", unset "none",
+        "--upstream-username" NAME, "ESGATE_UPSTREAM_USERNAME",
+        "User name of esgate's own requests to the nodes (version and health probes), with the password";
+    UPSTREAM_PASSWORD = "upstream.password", unset "none",
+        "--upstream-password" PASSWORD, "ESGATE_UPSTREAM_PASSWORD",
+        "Password of esgate's own requests to the nodes";
+    UPSTREAM_API_KEY = "upstream.api_key", unset "none",
+        "--upstream-api-key" KEY, "ESGATE_UPSTREAM_API_KEY",
+        "API key (base64 `id:key`) of esgate's own requests to the nodes, instead of a user";
+    PRESERVE_CASE = "upstream.preserve_header_case", default "false",
+        "--preserve-header-case" [BOOL], "ESGATE_PRESERVE_HEADER_CASE",
+        "Keep the letter case of header names on the wire";
+
+    // [connector_error]
+    // Elasticsearch's own default `http.max_content_length`: esgate refuses no body Elasticsearch
+    // would take.
+    MAX_ERROR_BODY = "connector_error.max_body_size", default "100MiB",
+        "--max-error-body-size" BYTES, "ESGATE_MAX_ERROR_BODY_SIZE",
+        "Largest Update-connector-error body read, after decompression; larger gets 413";
+    MAX_BUFFERED = "connector_error.max_buffered_bytes", default "48MiB",
+        "--max-buffered-bytes" BYTES, "ESGATE_MAX_BUFFERED_BYTES",
+        "Bytes of all intercepted bodies held at once; beyond it a call gets 429";
+    CHECK_AUTH = "connector_error.check_auth", default "false",
+        "--check-auth" [BOOL], "ESGATE_CHECK_AUTH",
+        "Ask the upstream who the caller is before a local rejection";
+    AUTH_CACHE_TTL = "connector_error.auth_cache_ttl", default "30s",
+        "--auth-cache-ttl" DURATION, "ESGATE_AUTH_CACHE_TTL",
+        "How long a credential check is remembered";
+    REPORT_ONLY = "connector_error.report_only", default "false",
+        "--report-only" [BOOL], "ESGATE_REPORT_ONLY",
+        "Validate and audit Update-connector-error calls but forward every one";
+    ES_VERSION = "connector_error.es_version", unset "learned from each node",
+        "--es-version" VERSION, "ESGATE_ES_VERSION",
+        "The Elasticsearch version every node runs (or `serverless`); unset: learned from each node";
+
+    // [audit]
+    AUDIT_STDOUT = "audit.stdout", default "false",
+        "--audit-stdout" [BOOL], "ESGATE_AUDIT_STDOUT",
+        "Write audit events to stdout, one JSON line each";
+    AUDIT_FILE = "audit.file", unset "off",
+        "--audit-file" FILE, "ESGATE_AUDIT_FILE",
+        "Append audit events to this file; reopened on SIGHUP";
+    AUDIT_ALL = "audit.all_requests", default "false",
+        "--audit-all-requests" [BOOL], "ESGATE_AUDIT_ALL_REQUESTS",
+        "Audit every request, not only Update-connector-error calls (access-log mode)";
+    AUDIT_QUEUE = "audit.queue_size", default "8192",
+        "--audit-queue-size" N, "ESGATE_AUDIT_QUEUE_SIZE",
+        "Audit events waiting to be written; beyond it they are dropped and counted";
+    AUDIT_MAX_ERROR = "audit.max_error_length", default "1024",
+        "--audit-max-error-length" BYTES, "ESGATE_AUDIT_MAX_ERROR_LENGTH",
+        "Longest connector error text kept in an audit event, in bytes";
+    AUDIT_REDACT = "audit.redact_error_secrets", default "false",
+        "--audit-redact-error-secrets" [BOOL], "ESGATE_AUDIT_REDACT_ERROR_SECRETS",
+        "Mask passwords, tokens and URL credentials inside audited error texts";
+    AUDIT_ES_URL = "audit.elasticsearch_url", unset "off",
+        "--audit-elasticsearch-url" URL, "ESGATE_AUDIT_ELASTICSEARCH_URL",
+        "Also write audit events to this Elasticsearch with _bulk";
+    AUDIT_ES_STREAM = "audit.elasticsearch_data_stream", default "logs-esgate.audit-default",
+        "--audit-elasticsearch-data-stream" NAME, "ESGATE_AUDIT_ELASTICSEARCH_DATA_STREAM",
+        "Data stream the audit events go to";
+    AUDIT_ES_API_KEY = "audit.elasticsearch_api_key", unset "none",
+        "--audit-elasticsearch-api-key" KEY, "ESGATE_AUDIT_ELASTICSEARCH_API_KEY",
+        "API key (base64 `id:key`, as Elasticsearch issues it) for the audit writes";
+    AUDIT_ES_USER = "audit.elasticsearch_username", unset "none",
+        "--audit-elasticsearch-username" NAME, "ESGATE_AUDIT_ELASTICSEARCH_USERNAME",
+        "User name for the audit writes, with the password";
+    AUDIT_ES_PASSWORD = "audit.elasticsearch_password", unset "none",
+        "--audit-elasticsearch-password" PASSWORD, "ESGATE_AUDIT_ELASTICSEARCH_PASSWORD",
+        "Password for the audit writes";
+    AUDIT_ES_BATCH = "audit.elasticsearch_batch_size", default "500",
+        "--audit-elasticsearch-batch-size" N, "ESGATE_AUDIT_ELASTICSEARCH_BATCH_SIZE",
+        "Most audit events per _bulk request";
+    AUDIT_ES_FLUSH = "audit.elasticsearch_flush_interval", default "1s",
+        "--audit-elasticsearch-flush-interval" DURATION, "ESGATE_AUDIT_ELASTICSEARCH_FLUSH_INTERVAL",
+        "Longest time an audit event waits for its batch";
+    AUDIT_ES_BUFFER = "audit.elasticsearch_buffer", default "10000",
+        "--audit-elasticsearch-buffer" N, "ESGATE_AUDIT_ELASTICSEARCH_BUFFER",
+        "Audit events held while Elasticsearch is slow or down";
+
+    // [log]
+    // Without a value given, RUST_LOG comes before this default.
+    LOG_LEVEL = "log.level", default "info",
+        "--log-level" FILTER, "ESGATE_LOG_LEVEL",
+        "Log filter: a level or tracing directives; RUST_LOG is used when none is set";
+    LOG_FORMAT = "log.format", default "text",
+        "--log-format" FORMAT, "ESGATE_LOG_FORMAT",
+        "Log format: text or json";
 }
 
 /// The validated configuration of a gateway.
@@ -619,7 +685,30 @@ enum Raw {
 
 struct Value {
     raw: Raw,
-    origin: String,
+    origin: Origin,
+}
+
+/// Where a value came from.
+#[derive(Debug, PartialEq, Eq)]
+enum Origin {
+    /// The setting's flag.
+    Flag(&'static str),
+    /// The setting's environment variable.
+    Env(&'static str),
+    /// The configuration file (its name).
+    File(String),
+    /// The setting's default.
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(name) | Origin::Env(name) => write!(f, "from {name}"),
+            Origin::File(name) => write!(f, "from {name}"),
+            Origin::Default => f.write_str("the default"),
+        }
+    }
 }
 
 impl Value {
@@ -628,7 +717,7 @@ impl Value {
             Raw::Text(s) => format!("{s:?}"),
             Raw::Toml(v) => v.to_string(),
         };
-        ConfigError::new(setting.key, &self.origin, format!("{message} (got {shown})"))
+        ConfigError::new(setting.key, self.origin.to_string(), format!("{message} (got {shown})"))
     }
 
     fn text(&self, setting: Setting) -> Result<&str, ConfigError> {
@@ -640,31 +729,58 @@ impl Value {
     }
 }
 
-/// Where values are looked up: parsed flags and environment, then the file's table.
-struct Sources {
+/// Where values are looked up: the parsed flags, the environment, the file's table, the defaults.
+struct Sources<'a> {
     matches: ArgMatches,
+    env: &'a dyn Fn(&str) -> Option<String>,
     file: toml::Table,
     file_name: String,
 }
 
-impl Sources {
-    fn get(&mut self, setting: Setting, id: &str) -> Option<Value> {
+impl Sources<'_> {
+    /// The setting's value from the first of its flag, its environment variable, the file and its
+    /// default that has one; `None` when none has (an unset setting).
+    fn get(&mut self, setting: Setting) -> Option<Value> {
         // Always take the file's value, so that a key overridden by a flag is not "unknown".
         let from_file = self.take_file(setting);
-        match self.matches.get_one::<String>(id) {
-            Some(v) => Some(Value {
-                raw: Raw::Text(v.clone()),
-                origin: self.origin(setting, id),
-            }),
-            None => from_file,
-        }
+        self.flag_value(setting)
+            .or_else(|| self.env_value(setting))
+            .or(from_file)
+            .or_else(|| {
+                setting.default_text().map(|text| Value {
+                    raw: setting.raw(text),
+                    origin: Origin::Default,
+                })
+            })
     }
 
-    fn origin(&self, setting: Setting, id: &str) -> String {
-        match self.matches.value_source(id) {
-            Some(ValueSource::EnvVariable) => format!("from {}", setting.env),
-            _ => format!("from {}", setting.flag),
-        }
+    /// As [`Sources::get`], for a setting that has a default.
+    fn value(&mut self, setting: Setting) -> Result<Value, ConfigError> {
+        self.get(setting)
+            .ok_or_else(|| ConfigError::new(setting.key, "the default", "the setting has no default"))
+    }
+
+    fn flag_value(&self, setting: Setting) -> Option<Value> {
+        let raw = match setting.kind {
+            Kind::List => Raw::Toml(toml::Value::Array(
+                self.matches
+                    .get_many::<String>(setting.key)?
+                    .map(|s| toml::Value::String(s.clone()))
+                    .collect(),
+            )),
+            Kind::Single | Kind::Switch => Raw::Text(self.matches.get_one::<String>(setting.key)?.clone()),
+        };
+        Some(Value {
+            raw,
+            origin: Origin::Flag(setting.flag),
+        })
+    }
+
+    fn env_value(&self, setting: Setting) -> Option<Value> {
+        (self.env)(setting.env).map(|text| Value {
+            raw: setting.raw(&text),
+            origin: Origin::Env(setting.env),
+        })
     }
 
     fn take_file(&mut self, setting: Setting) -> Option<Value> {
@@ -673,7 +789,7 @@ impl Sources {
         let raw = table.remove(name)?;
         Some(Value {
             raw: Raw::Toml(raw),
-            origin: format!("from {}", self.file_name),
+            origin: Origin::File(self.file_name.clone()),
         })
     }
 
@@ -715,8 +831,52 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
+        // A variable that is not UTF-8 is refused, not taken as unset; RUST_LOG is then unset, as
+        // tracing takes it.
+        let refused = RefCell::new(None);
+        let env = |name: &str| match std::env::var(name) {
+            Ok(value) => Some(value),
+            Err(VarError::NotPresent) => None,
+            Err(VarError::NotUnicode(_)) => {
+                let key = SETTINGS.iter().find(|s| s.env == name).map(|s| s.key);
+                if name != "RUST_LOG" {
+                    refused.borrow_mut().get_or_insert_with(|| {
+                        ConfigError::new(key.unwrap_or("--config"), format!("from {name}"), "not valid UTF-8")
+                    });
+                }
+                None
+            }
+        };
+        let loaded = Self::load_with(args, &env);
+        match refused.into_inner() {
+            Some(e) => Err(e.into()),
+            None => loaded,
+        }
+    }
+
+    /// As [`Config::load_from`], with the environment given: `env` answers a variable's value
+    /// (`|_| None`: an empty environment). esgate asks it for the variables of [`SETTINGS`],
+    /// `ESGATE_CONFIG` and `RUST_LOG`.
+    pub fn load_with<I, T>(args: I, env: &dyn Fn(&str) -> Option<String>) -> Result<(Cli, Config), LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
         let matches = Cli::command().try_get_matches_from(args).map_err(LoadError::Usage)?;
-        let mut cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches).map_err(LoadError::Usage)?;
+        let config = match matches.get_one::<PathBuf>("config") {
+            Some(path) => Some(path.clone()),
+            None => match env(CONFIG_ENV) {
+                Some(path) if path.is_empty() => {
+                    return Err(ConfigError::new("--config", format!("from {CONFIG_ENV}"), "must not be empty").into())
+                }
+                path => path.map(PathBuf::from),
+            },
+        };
+        let mut cli = Cli {
+            config,
+            check_config: matches.get_flag("check_config"),
+            config_text: None,
+        };
         let (file, file_name) = match &cli.config {
             Some(path) => {
                 let (table, text) = read_file(path)?;
@@ -727,53 +887,31 @@ impl Config {
         };
         let config = Self::from_sources(Sources {
             matches,
+            env,
             file,
             file_name,
         })?;
         Ok((cli, config))
     }
 
-    fn from_sources(mut src: Sources) -> Result<Config, ConfigError> {
+    fn from_sources(mut src: Sources<'_>) -> Result<Config, ConfigError> {
         let mut server = ServerConfig {
-            listen: match src.get(LISTEN, "listen") {
-                Some(v) => parse_addr(&v, LISTEN)?,
-                None => SocketAddr::from(([127, 0, 0, 1], 8080)),
-            },
-            admin_listen: src
-                .get(ADMIN_LISTEN, "admin_listen")
-                .map(|v| parse_addr(&v, ADMIN_LISTEN))
-                .transpose()?,
-            workers: opt(src.get(WORKERS, "workers"), WORKERS, parse_count)?.unwrap_or(0),
-            header_read_timeout: duration(
-                &mut src,
-                HEADER_READ_TIMEOUT,
-                "header_read_timeout",
-                Duration::from_secs(30),
-            )?,
-            body_read_timeout: duration(
-                &mut src,
-                BODY_READ_TIMEOUT,
-                "body_read_timeout",
-                Duration::from_secs(30),
-            )?,
-            max_connections: opt(
-                src.get(MAX_CONNECTIONS, "max_connections"),
-                MAX_CONNECTIONS,
-                parse_count,
-            )?
-            .unwrap_or(0),
-            listen_backlog: opt(src.get(LISTEN_BACKLOG, "listen_backlog"), LISTEN_BACKLOG, parse_count)?
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-                .unwrap_or(1024),
-            max_header_size: opt(src.get(MAX_HEADER_SIZE, "max_header_size"), MAX_HEADER_SIZE, parse_size)?
-                .unwrap_or(64 * 1024),
-            shutdown_grace: duration(&mut src, SHUTDOWN_GRACE, "shutdown_grace", Duration::from_secs(30))?,
-            forwarded_headers: flag(&mut src, FORWARDED_HEADERS, "forwarded_headers")?,
+            listen: parse_addr(&src.value(LISTEN)?, LISTEN)?,
+            admin_listen: opt(src.get(ADMIN_LISTEN), ADMIN_LISTEN, parse_addr)?,
+            workers: parse_count(&src.value(WORKERS)?, WORKERS)?,
+            header_read_timeout: duration(&mut src, HEADER_READ_TIMEOUT)?,
+            body_read_timeout: duration(&mut src, BODY_READ_TIMEOUT)?,
+            max_connections: parse_count(&src.value(MAX_CONNECTIONS)?, MAX_CONNECTIONS)?,
+            listen_backlog: u32::try_from(parse_count(&src.value(LISTEN_BACKLOG)?, LISTEN_BACKLOG)?)
+                .unwrap_or(u32::MAX),
+            max_header_size: parse_size(&src.value(MAX_HEADER_SIZE)?, MAX_HEADER_SIZE)?,
+            shutdown_grace: duration(&mut src, SHUTDOWN_GRACE)?,
+            forwarded_headers: flag(&mut src, FORWARDED_HEADERS)?,
             tls: None,
             reload_interval: None,
         };
-        let tls_cert = path(&mut src, TLS_CERT, "tls_cert_file")?;
-        let tls_key = path(&mut src, TLS_KEY, "tls_key_file")?;
+        let tls_cert = path(&mut src, TLS_CERT)?;
+        let tls_key = path(&mut src, TLS_KEY)?;
         server.tls = match (&tls_cert, &tls_key) {
             (None, None) => None,
             (Some(cert), Some(key)) => {
@@ -782,99 +920,47 @@ impl Config {
             (Some(_), None) => return Err(ConfigError::new(TLS_KEY.key, "checked", "a certificate needs its key")),
             (None, Some(_)) => return Err(ConfigError::new(TLS_CERT.key, "checked", "a key needs its certificate")),
         };
-        let reload = duration(&mut src, RELOAD_INTERVAL, "reload_interval", Duration::from_secs(10))?;
+        let reload = duration(&mut src, RELOAD_INTERVAL)?;
         server.reload_interval = (!reload.is_zero()).then_some(reload);
-        let nodes_from_file = src.take_file(NODES);
-        let nodes_value = match src.matches.get_many::<String>("upstream") {
-            Some(values) => Some(Value {
-                raw: Raw::Toml(toml::Value::Array(
-                    values.map(|s| toml::Value::String(s.clone())).collect(),
-                )),
-                origin: src.origin(NODES, "upstream"),
-            }),
-            None => nodes_from_file,
-        };
-        let nodes = match nodes_value {
-            Some(v) => parse_nodes(&v)?,
-            None => vec![NodeUrl {
-                host: "127.0.0.1".into(),
-                port: 9200,
-                tls: false,
-            }],
-        };
-        // Off by default: a 504 from esgate is retried by the official clients, so esgate's own
-        // timeout must not decide where the client's would not (see `upstream::timed`).
-        let response_timeout = duration(&mut src, RESPONSE_TIMEOUT, "response_timeout", Duration::ZERO)?;
+        let nodes = parse_nodes(&src.value(NODES)?)?;
+        let response_timeout = duration(&mut src, RESPONSE_TIMEOUT)?;
         let upstream = UpstreamConfig {
             nodes,
-            dev: flag(&mut src, DEV, "dev")?,
-            dev_version: match src.get(DEV_VERSION, "dev_version") {
-                Some(v) => {
-                    let text = v.text(DEV_VERSION)?.trim();
-                    if Version::parse(text).is_none() {
-                        return Err(v.err(DEV_VERSION, "expected a version such as 9.5.0"));
-                    }
-                    text.to_owned()
+            dev: flag(&mut src, DEV)?,
+            dev_version: {
+                let v = src.value(DEV_VERSION)?;
+                let text = v.text(DEV_VERSION)?.trim();
+                if Version::parse(text).is_none() {
+                    return Err(v.err(DEV_VERSION, "expected a version such as 9.5.0"));
                 }
-                None => crate::dev::DEFAULT_VERSION.to_owned(),
+                text.to_owned()
             },
-            connect_timeout: duration(&mut src, CONNECT_TIMEOUT, "connect_timeout", Duration::from_secs(5))?,
+            connect_timeout: duration(&mut src, CONNECT_TIMEOUT)?,
             response_timeout: (!response_timeout.is_zero()).then_some(response_timeout),
-            pool_idle_timeout: duration(
-                &mut src,
-                POOL_IDLE_TIMEOUT,
-                "pool_idle_timeout",
-                Duration::from_secs(50),
-            )?,
-            pool_max_idle_per_node: opt(
-                src.get(POOL_MAX_IDLE, "pool_max_idle_per_node"),
-                POOL_MAX_IDLE,
-                parse_count,
-            )?
-            .unwrap_or(32),
-            dead_node_backoff: duration(&mut src, DEAD_BACKOFF, "dead_node_backoff", Duration::from_secs(1))?,
-            max_dead_node_backoff: duration(
-                &mut src,
-                MAX_DEAD_BACKOFF,
-                "max_dead_node_backoff",
-                Duration::from_secs(30),
-            )?,
-            rewrite_host: flag(&mut src, REWRITE_HOST, "rewrite_host")?,
-            preserve_header_case: flag(&mut src, PRESERVE_CASE, "preserve_header_case")?,
-            health_check_interval: duration(
-                &mut src,
-                HEALTH_CHECK_INTERVAL,
-                "health_check_interval",
-                Duration::from_secs(5),
-            )?,
-            version_check_interval: duration(
-                &mut src,
-                VERSION_CHECK_INTERVAL,
-                "version_check_interval",
-                Duration::from_secs(60),
-            )?,
+            pool_idle_timeout: duration(&mut src, POOL_IDLE_TIMEOUT)?,
+            pool_max_idle_per_node: parse_count(&src.value(POOL_MAX_IDLE)?, POOL_MAX_IDLE)?,
+            dead_node_backoff: duration(&mut src, DEAD_BACKOFF)?,
+            max_dead_node_backoff: duration(&mut src, MAX_DEAD_BACKOFF)?,
+            rewrite_host: flag(&mut src, REWRITE_HOST)?,
+            preserve_header_case: flag(&mut src, PRESERVE_CASE)?,
+            health_check_interval: duration(&mut src, HEALTH_CHECK_INTERVAL)?,
+            version_check_interval: duration(&mut src, VERSION_CHECK_INTERVAL)?,
             credentials: upstream_credentials(&mut src)?,
             tls: None,
             tls_insecure: false,
         };
-        let ca_file = path(&mut src, CA_FILE, "upstream_ca_file")?;
-        let client_cert = path(&mut src, CLIENT_CERT, "upstream_client_cert_file")?;
-        let client_key = path(&mut src, CLIENT_KEY, "upstream_client_key_file")?;
+        let ca_file = path(&mut src, CA_FILE)?;
+        let client_cert = path(&mut src, CLIENT_CERT)?;
+        let client_key = path(&mut src, CLIENT_KEY)?;
         let mut upstream = upstream;
-        upstream.tls_insecure = flag(&mut src, TLS_INSECURE, "upstream_tls_insecure")?;
+        upstream.tls_insecure = flag(&mut src, TLS_INSECURE)?;
         let connector_error = ConnectorErrorConfig {
-            max_body_size: opt(
-                src.get(MAX_ERROR_BODY, "max_error_body_size"),
-                MAX_ERROR_BODY,
-                parse_size,
-            )?
-            .unwrap_or(100 * 1024 * 1024),
-            max_buffered_bytes: opt(src.get(MAX_BUFFERED, "max_buffered_bytes"), MAX_BUFFERED, parse_size)?
-                .unwrap_or(48 * 1024 * 1024),
-            check_auth: flag(&mut src, CHECK_AUTH, "check_auth")?,
-            auth_cache_ttl: duration(&mut src, AUTH_CACHE_TTL, "auth_cache_ttl", Duration::from_secs(30))?,
-            report_only: flag(&mut src, REPORT_ONLY, "report_only")?,
-            es_version: match src.get(ES_VERSION, "es_version") {
+            max_body_size: parse_size(&src.value(MAX_ERROR_BODY)?, MAX_ERROR_BODY)?,
+            max_buffered_bytes: parse_size(&src.value(MAX_BUFFERED)?, MAX_BUFFERED)?,
+            check_auth: flag(&mut src, CHECK_AUTH)?,
+            auth_cache_ttl: duration(&mut src, AUTH_CACHE_TTL)?,
+            report_only: flag(&mut src, REPORT_ONLY)?,
+            es_version: match src.get(ES_VERSION) {
                 Some(v) => Some(
                     EsVersion::parse(v.text(ES_VERSION)?)
                         .ok_or_else(|| v.err(ES_VERSION, "expected a version such as 9.2.1, or serverless"))?,
@@ -899,22 +985,29 @@ impl Config {
             let keys = [CA_FILE.key, CLIENT_CERT.key, CLIENT_KEY.key];
             upstream.tls = Some(ClientTls::load(&settings, keys).map_err(tls_error)?);
         }
+        let level = src.value(LOG_LEVEL)?;
+        // Without a level given, RUST_LOG comes before the default (and is taken as it is, as
+        // tracing takes it).
+        let rust_log = match level.origin {
+            Origin::Default => (src.env)("RUST_LOG"),
+            _ => None,
+        };
         let log = LogConfig {
-            filter: match src.get(LOG_LEVEL, "log_level") {
-                Some(v) => {
-                    let text = v.text(LOG_LEVEL)?.to_owned();
-                    tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| v.err(LOG_LEVEL, e))?;
+            filter: match rust_log {
+                Some(filter) => filter,
+                None => {
+                    let text = level.text(LOG_LEVEL)?.to_owned();
+                    tracing_subscriber::EnvFilter::try_new(&text).map_err(|e| level.err(LOG_LEVEL, e))?;
                     text
                 }
-                None => std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
             },
-            format: match src.get(LOG_FORMAT, "log_format") {
-                Some(v) => match v.text(LOG_FORMAT)? {
+            format: {
+                let v = src.value(LOG_FORMAT)?;
+                match v.text(LOG_FORMAT)? {
                     "text" => LogFormat::Text,
                     "json" => LogFormat::Json,
                     _ => return Err(v.err(LOG_FORMAT, "expected `text` or `json`")),
-                },
-                None => LogFormat::Text,
+                }
             },
         };
         src.reject_leftovers()?;
@@ -991,10 +1084,10 @@ fn read_file(path: &Path) -> Result<(toml::Table, String), ConfigError> {
 }
 
 /// `upstream.username` and `upstream.password`, or `upstream.api_key`.
-fn upstream_credentials(src: &mut Sources) -> Result<Option<Credentials>, ConfigError> {
-    let username = src.get(UPSTREAM_USER, "upstream_username");
-    let password = src.get(UPSTREAM_PASSWORD, "upstream_password");
-    let api_key = src.get(UPSTREAM_API_KEY, "upstream_api_key");
+fn upstream_credentials(src: &mut Sources<'_>) -> Result<Option<Credentials>, ConfigError> {
+    let username = src.get(UPSTREAM_USER);
+    let password = src.get(UPSTREAM_PASSWORD);
+    let api_key = src.get(UPSTREAM_API_KEY);
     let (credentials, key) = match (api_key, username, password) {
         (None, None, None) => return Ok(None),
         (Some(key), None, None) => (
@@ -1048,37 +1141,30 @@ fn upstream_credentials(src: &mut Sources) -> Result<Option<Credentials>, Config
 }
 
 /// The `[audit]` table.
-fn audit(src: &mut Sources) -> Result<AuditConfig, ConfigError> {
-    let stdout = flag(src, AUDIT_STDOUT, "audit_stdout")?;
-    let file = match src.get(AUDIT_FILE, "audit_file") {
+fn audit(src: &mut Sources<'_>) -> Result<AuditConfig, ConfigError> {
+    let stdout = flag(src, AUDIT_STDOUT)?;
+    let file = match src.get(AUDIT_FILE) {
         Some(v) => match v.text(AUDIT_FILE)? {
             "" => return Err(v.err(AUDIT_FILE, "expected a file path")),
             path => Some(PathBuf::from(path)),
         },
         None => None,
     };
-    let all_requests = flag(src, AUDIT_ALL, "audit_all_requests")?;
-    let queue_size = number(src, AUDIT_QUEUE, "audit_queue_size", 1..=1 << 20)?.unwrap_or(8192);
-    let max_error_length = opt(
-        src.get(AUDIT_MAX_ERROR, "audit_max_error_length"),
-        AUDIT_MAX_ERROR,
-        parse_size,
-    )?
-    .unwrap_or(1024);
-    let redact_error_secrets = flag(src, AUDIT_REDACT, "audit_redact_error_secrets")?;
+    let all_requests = flag(src, AUDIT_ALL)?;
+    let queue_size = number(src, AUDIT_QUEUE, 1..=1 << 20)?;
+    let max_error_length = parse_size(&src.value(AUDIT_MAX_ERROR)?, AUDIT_MAX_ERROR)?;
+    let redact_error_secrets = flag(src, AUDIT_REDACT)?;
 
-    let url = src.get(AUDIT_ES_URL, "audit_elasticsearch_url");
-    let data_stream = match src.get(AUDIT_ES_STREAM, "audit_elasticsearch_data_stream") {
-        Some(v) => {
-            let name = v.text(AUDIT_ES_STREAM)?;
-            check_data_stream_name(name).map_err(|why| v.err(AUDIT_ES_STREAM, why))?;
-            name.to_owned()
-        }
-        None => "logs-esgate.audit-default".to_owned(),
+    let url = src.get(AUDIT_ES_URL);
+    let data_stream = {
+        let v = src.value(AUDIT_ES_STREAM)?;
+        let name = v.text(AUDIT_ES_STREAM)?;
+        check_data_stream_name(name).map_err(|why| v.err(AUDIT_ES_STREAM, why))?;
+        name.to_owned()
     };
-    let api_key = src.get(AUDIT_ES_API_KEY, "audit_elasticsearch_api_key");
-    let username = src.get(AUDIT_ES_USER, "audit_elasticsearch_username");
-    let password = src.get(AUDIT_ES_PASSWORD, "audit_elasticsearch_password");
+    let api_key = src.get(AUDIT_ES_API_KEY);
+    let username = src.get(AUDIT_ES_USER);
+    let password = src.get(AUDIT_ES_PASSWORD);
     let credentials = match (api_key, username, password) {
         (None, None, None) => None,
         (Some(key), None, None) => Some(Credentials::ApiKey(Secret(
@@ -1110,14 +1196,9 @@ fn audit(src: &mut Sources) -> Result<AuditConfig, ConfigError> {
             ))
         }
     };
-    let batch_size = number(src, AUDIT_ES_BATCH, "audit_elasticsearch_batch_size", 1..=100_000)?.unwrap_or(500);
-    let flush_interval = duration(
-        src,
-        AUDIT_ES_FLUSH,
-        "audit_elasticsearch_flush_interval",
-        Duration::from_secs(1),
-    )?;
-    let buffer = number(src, AUDIT_ES_BUFFER, "audit_elasticsearch_buffer", 1..=10_000_000)?.unwrap_or(10_000);
+    let batch_size = number(src, AUDIT_ES_BATCH, 1..=100_000)?;
+    let flush_interval = duration(src, AUDIT_ES_FLUSH)?;
+    let buffer = number(src, AUDIT_ES_BUFFER, 1..=10_000_000)?;
     let elasticsearch = match url {
         None => None,
         Some(v) => {
@@ -1157,8 +1238,8 @@ fn tls_error(e: crate::tls::TlsError) -> ConfigError {
     ConfigError::new(e.key, "checked", e.message)
 }
 
-fn path(src: &mut Sources, setting: Setting, id: &str) -> Result<Option<PathBuf>, ConfigError> {
-    match src.get(setting, id) {
+fn path(src: &mut Sources<'_>, setting: Setting) -> Result<Option<PathBuf>, ConfigError> {
+    match src.get(setting) {
         None => Ok(None),
         Some(v) => Ok(Some(PathBuf::from(non_empty(&v, setting)?))),
     }
@@ -1186,20 +1267,17 @@ fn non_empty(v: &Value, setting: Setting) -> Result<&str, ConfigError> {
 }
 
 fn number(
-    src: &mut Sources,
+    src: &mut Sources<'_>,
     setting: Setting,
-    id: &str,
     range: std::ops::RangeInclusive<usize>,
-) -> Result<Option<usize>, ConfigError> {
-    let Some(v) = src.get(setting, id) else {
-        return Ok(None);
-    };
+) -> Result<usize, ConfigError> {
+    let v = src.value(setting)?;
     let n = match &v.raw {
         Raw::Toml(toml::Value::Integer(i)) => usize::try_from(*i).ok(),
         _ => v.text(setting)?.trim().parse().ok(),
     };
     match n.filter(|n| range.contains(n)) {
-        Some(n) => Ok(Some(n)),
+        Some(n) => Ok(n),
         None => Err(v.err(
             setting,
             format!("expected a whole number from {} to {}", range.start(), range.end()),
@@ -1215,20 +1293,18 @@ fn opt<T>(
     value.map(|v| parse(&v, setting)).transpose()
 }
 
-fn duration(src: &mut Sources, setting: Setting, id: &str, default: Duration) -> Result<Duration, ConfigError> {
-    Ok(opt(src.get(setting, id), setting, parse_duration_value)?.unwrap_or(default))
+fn duration(src: &mut Sources<'_>, setting: Setting) -> Result<Duration, ConfigError> {
+    parse_duration_value(&src.value(setting)?, setting)
 }
 
-fn flag(src: &mut Sources, setting: Setting, id: &str) -> Result<bool, ConfigError> {
-    match src.get(setting, id) {
-        None => Ok(false),
-        Some(v) => match &v.raw {
-            Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
-            _ => match v.text(setting)? {
-                "true" => Ok(true),
-                "false" => Ok(false),
-                _ => Err(v.err(setting, "expected true or false")),
-            },
+fn flag(src: &mut Sources<'_>, setting: Setting) -> Result<bool, ConfigError> {
+    let v = src.value(setting)?;
+    match &v.raw {
+        Raw::Toml(toml::Value::Boolean(b)) => Ok(*b),
+        _ => match v.text(setting)? {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(v.err(setting, "expected true or false")),
         },
     }
 }
@@ -1346,8 +1422,22 @@ pub fn parse_size_text(text: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
+    /// Loads from `args` in an empty environment: the developer's shell stays out.
     fn load(args: &[&str]) -> Result<Config, LoadError> {
-        Config::load_from(std::iter::once("esgate").chain(args.iter().copied())).map(|(_, c)| c)
+        load_env(args, &[])
+    }
+
+    /// Loads from `args` in an environment of only `env`.
+    fn load_env(args: &[&str], env: &[(&str, &str)]) -> Result<Config, LoadError> {
+        let env = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| (*v).to_owned());
+        Config::load_with(std::iter::once("esgate").chain(args.iter().copied()), &env).map(|(_, c)| c)
+    }
+
+    fn invalid_env(args: &[&str], env: &[(&str, &str)]) -> ConfigError {
+        match load_env(args, env) {
+            Err(LoadError::Invalid(e)) => e,
+            other => panic!("expected an invalid configuration, got {other:?}"),
+        }
     }
 
     fn invalid(args: &[&str]) -> ConfigError {
@@ -1412,17 +1502,40 @@ mod tests {
         );
     }
 
+    /// A configuration file of `text` in a directory of its own, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(text: &str) -> TempFile {
+            static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("esgate-config-test-{}-{n}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            std::fs::write(dir.join("esgate.toml"), text).expect("write");
+            TempFile(dir)
+        }
+
+        fn path(&self) -> PathBuf {
+            self.0.join("esgate.toml")
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     fn with_file(text: &str, args: &[&str]) -> Result<Config, LoadError> {
-        let dir = std::env::temp_dir().join(format!("esgate-config-test-{}-{}", std::process::id(), text.len()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("esgate.toml");
-        std::fs::write(&path, text).expect("write");
-        let path_arg = format!("--config={}", path.display());
+        with_file_env(text, args, &[])
+    }
+
+    fn with_file_env(text: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Config, LoadError> {
+        let file = TempFile::new(text);
+        let path_arg = format!("--config={}", file.path().display());
         let mut all = vec![path_arg.as_str()];
         all.extend_from_slice(args);
-        let result = load(&all);
-        let _ = std::fs::remove_dir_all(&dir);
-        result
+        load_env(&all, env)
     }
 
     #[test]
@@ -1453,16 +1566,238 @@ mod tests {
         assert!(matches!(with_file("listen = ", &[]), Err(LoadError::Invalid(_))));
     }
 
+    /// The sources of `args`, an environment of `env` and a file of `text`, not yet read.
+    fn sources<'a>(args: &[String], env: &'a dyn Fn(&str) -> Option<String>, text: &str) -> Sources<'a> {
+        let args = std::iter::once("esgate".to_owned()).chain(args.iter().cloned());
+        Sources {
+            matches: Cli::command().try_get_matches_from(args).expect("the flags parse"),
+            env,
+            file: text.parse().expect("the file parses"),
+            file_name: "test.toml".into(),
+        }
+    }
+
+    /// A value's text (a list's items) and where it came from.
+    fn seen(value: Option<Value>) -> Option<(Vec<String>, String)> {
+        let value = value?;
+        let texts = match &value.raw {
+            Raw::Text(s) | Raw::Toml(toml::Value::String(s)) => vec![s.clone()],
+            Raw::Toml(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| item.as_str().expect("a string").to_owned())
+                .collect(),
+            Raw::Toml(other) => panic!("unexpected {other}"),
+        };
+        Some((texts, value.origin.to_string()))
+    }
+
+    /// What a setting is when nothing is given: its default, split as the setting splits a value.
+    fn default_of(setting: Setting) -> Option<(Vec<String>, String)> {
+        let text = setting.default_text()?;
+        let texts = match setting.kind {
+            Kind::List => text.split(',').map(str::to_owned).collect(),
+            Kind::Single | Kind::Switch => vec![text.to_owned()],
+        };
+        Some((texts, "the default".to_owned()))
+    }
+
+    fn file_with(setting: Setting, text: &str) -> String {
+        let (section, name) = setting.key.split_once('.').expect("dotted");
+        format!("[{section}]\n{name} = {text:?}\n")
+    }
+
+    #[test]
+    fn the_table_is_consistent() {
+        let sections = ["server", "upstream", "connector_error", "audit", "log"];
+        let mut names = std::collections::HashSet::new();
+        for s in SETTINGS {
+            let (section, name) = s.key.split_once('.').expect("a dotted key");
+            assert!(sections.contains(&section) && !name.contains('.'), "{}", s.key);
+            assert!(s.flag.starts_with("--") && s.env.starts_with("ESGATE_"), "{}", s.key);
+            for name in [s.key, s.flag, s.env] {
+                assert!(names.insert(name), "{name} is declared twice");
+            }
+            assert!(!s.help.is_empty() && !s.help.ends_with('.'), "{}: {:?}", s.key, s.help);
+            assert_eq!(s.kind == Kind::Switch, s.value_name == "BOOL", "{}", s.key);
+            match s.default {
+                Builtin::Value(text) => assert!(!text.is_empty(), "{}", s.key),
+                Builtin::Unset(what) => assert!(!what.is_empty(), "{}", s.key),
+            }
+        }
+        assert!(!names.contains("--config") && !names.contains(CONFIG_ENV));
+    }
+
     #[test]
     fn every_setting_has_its_flag_and_env() {
         let cmd = Cli::command();
+        let help = cmd.clone().render_long_help().to_string();
         for s in SETTINGS {
             let arg = cmd
                 .get_arguments()
-                .find(|a| a.get_long().map(|l| format!("--{l}")) == Some(s.flag.to_owned()))
-                .unwrap_or_else(|| panic!("no flag {}", s.flag));
-            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(s.env), "{}", s.key);
+                .find(|a| a.get_id() == s.key)
+                .unwrap_or_else(|| panic!("no flag for {}", s.key));
+            assert_eq!(arg.get_long().map(|l| format!("--{l}")).as_deref(), Some(s.flag), "{}", s.key);
+            let names: Vec<&str> = arg.get_value_names().unwrap_or_default().iter().map(|n| n.as_str()).collect();
+            assert_eq!(names, [s.value_name], "{}", s.key);
+            let shown = format!("{} [{}] [env: {}]", s.help, s.key, s.env);
+            assert!(help.contains(&shown), "--help does not show {shown}");
+            if let Some(default) = s.default_text() {
+                assert!(help.contains(&format!("{shown} [default: {default}]")), "{}", s.key);
+            }
         }
+        let others: Vec<&str> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().as_str())
+            .filter(|id| !SETTINGS.iter().any(|s| s.key == *id))
+            .collect();
+        assert_eq!(others, ["config", "check_config"]);
+        assert!(help.contains("--config <FILE>") && help.contains("[env: ESGATE_CONFIG]"), "{help}");
+    }
+
+    /// Flag, environment variable and file key each reach their setting and no other; nothing
+    /// given is the default; flag > environment > file.
+    #[test]
+    fn every_setting_round_trips() {
+        let nothing = |_: &str| None;
+        for s in SETTINGS {
+            let flag = [format!("{}=by-flag", s.flag)];
+            let env = |name: &str| (name == s.env).then(|| "by-env".to_owned());
+            let file = file_with(*s, "by-file");
+            let cases: [(Sources<'_>, (Vec<String>, String)); 3] = [
+                (sources(&flag, &nothing, ""), (vec!["by-flag".into()], format!("from {}", s.flag))),
+                (sources(&[], &env, ""), (vec!["by-env".into()], format!("from {}", s.env))),
+                (sources(&[], &nothing, &file), (vec!["by-file".into()], "from test.toml".into())),
+            ];
+            for (mut src, given) in cases {
+                for t in SETTINGS {
+                    let expected = if t.key == s.key { Some(given.clone()) } else { default_of(*t) };
+                    assert_eq!(seen(src.get(*t)), expected, "{} given, {} read", s.key, t.key);
+                }
+                src.reject_leftovers().expect("the file's key was taken");
+            }
+            let mut src = sources(&flag, &env, &file);
+            assert_eq!(seen(src.get(*s)).map(|(v, _)| v), Some(vec!["by-flag".to_owned()]), "{}", s.key);
+            let mut src = sources(&[], &env, &file);
+            assert_eq!(seen(src.get(*s)).map(|(v, _)| v), Some(vec!["by-env".to_owned()]), "{}", s.key);
+            src.reject_leftovers().expect("a key overridden is not unknown");
+        }
+    }
+
+    /// A default is written as a user writes a value: given by flag, environment or file, it makes
+    /// the configuration that nothing given makes.
+    #[test]
+    fn every_default_is_a_value_a_user_may_give() {
+        let defaults = format!("{:?}", load(&[]).expect("the defaults are valid"));
+        for s in SETTINGS {
+            let Some(text) = s.default_text() else {
+                continue;
+            };
+            let given = [
+                load(&[&format!("{}={text}", s.flag)]),
+                load_env(&[], &[(s.env, text)]),
+                with_file(&file_with(*s, text), &[]),
+            ];
+            for config in given {
+                let config = config.unwrap_or_else(|e| panic!("{} = {text:?}: {e:?}", s.key));
+                assert_eq!(format!("{config:?}"), defaults, "{} = {text:?}", s.key);
+            }
+        }
+    }
+
+    #[test]
+    fn switches_take_an_optional_value() {
+        let nothing = |_: &str| None;
+        for s in SETTINGS.iter().filter(|s| s.kind == Kind::Switch) {
+            let cases = [
+                (vec![s.flag.to_owned()], "true"),
+                (vec![format!("{}=false", s.flag)], "false"),
+                (vec![s.flag.to_owned(), "false".to_owned()], "false"),
+                (vec![s.flag.to_owned(), "--workers=2".to_owned()], "true"),
+            ];
+            for (args, expected) in cases {
+                let value = seen(sources(&args, &nothing, "").get(*s));
+                assert_eq!(value.map(|(v, _)| v), Some(vec![expected.to_owned()]), "{args:?}");
+            }
+        }
+        let twice = Cli::command().try_get_matches_from(["esgate", "--dev", "--dev"]);
+        assert!(twice.is_err(), "a switch is given once");
+    }
+
+    #[test]
+    fn the_environment_is_the_one_given() {
+        let e = invalid_env(&["--dev"], &[("ESGATE_RESPONSE_TIMEOUT", "soon")]);
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: `upstream.response_timeout` (from ESGATE_RESPONSE_TIMEOUT): \
+             expected a duration such as 30s, 500ms, 2m or 0 (got \"soon\")"
+        );
+        let readme = include_str!("../README.md");
+        assert!(readme.contains(&format!("esgate: {e}")), "README.md quotes the message");
+        let c = load_env(&["--response-timeout=3s"], &[("ESGATE_RESPONSE_TIMEOUT", "soon")]).expect("the flag wins");
+        assert_eq!(c.upstream.response_timeout, Some(Duration::from_secs(3)));
+
+        let list = [("ESGATE_UPSTREAM", "http://a:1, http://b:2")];
+        let c = load_env(&[], &list).expect("valid");
+        let auths: Vec<_> = c.upstream.nodes.iter().map(NodeUrl::authority).collect();
+        assert_eq!(auths, ["a:1", "b:2"]);
+        let c = load_env(&["--upstream=http://c:3"], &list).expect("valid");
+        assert_eq!(c.upstream.nodes.len(), 1);
+        let e = invalid_env(&[], &[("ESGATE_UPSTREAM", "http://a:1,")]);
+        assert_eq!(e.to_string(), "invalid configuration: `upstream.nodes` (from ESGATE_UPSTREAM): \"\": not a URL (got [\"http://a:1\", \"\"])");
+        assert!(load_env(&[], &[("ESGATE_DEV", "true")]).expect("valid").upstream.dev);
+        let e = invalid_env(&[], &[("ESGATE_DEV", "")]);
+        assert_eq!(e.to_string(), "invalid configuration: `upstream.dev` (from ESGATE_DEV): expected true or false (got \"\")");
+    }
+
+    #[test]
+    fn only_the_tables_variables_are_read() {
+        let asked = RefCell::new(Vec::new());
+        let env = |name: &str| {
+            asked.borrow_mut().push(name.to_owned());
+            None
+        };
+        Config::load_with(["esgate"], &env).expect("the defaults are valid");
+        let asked = asked.into_inner();
+        for s in SETTINGS {
+            assert!(asked.iter().any(|name| name == s.env), "{} is not read", s.env);
+        }
+        for name in &asked {
+            let known = SETTINGS.iter().any(|s| s.env == name) || name == CONFIG_ENV || name == "RUST_LOG";
+            assert!(known, "{name} is read but is no setting's");
+        }
+    }
+
+    #[test]
+    fn rust_log_comes_before_the_default_level_only() {
+        let filter = |c: Result<Config, LoadError>| c.expect("valid").log.filter;
+        assert_eq!(filter(load(&[])), "info");
+        let rust_log = ("RUST_LOG", "esgate=debug");
+        assert_eq!(filter(load_env(&[], &[rust_log])), "esgate=debug");
+        assert_eq!(filter(load_env(&[], &[rust_log, ("ESGATE_LOG_LEVEL", "warn")])), "warn");
+        assert_eq!(filter(load_env(&["--log-level=error"], &[rust_log])), "error");
+        assert_eq!(filter(with_file_env("[log]\nlevel = \"trace\"\n", &[], &[rust_log])), "trace");
+        // As tracing takes it: not checked (the logger falls back to `info`).
+        assert_eq!(filter(load_env(&[], &[("RUST_LOG", "[[[")])), "[[[");
+        assert_eq!(invalid_env(&[], &[("ESGATE_LOG_LEVEL", "[[[")]).key(), "log.level");
+    }
+
+    #[test]
+    fn the_file_may_be_named_in_the_environment() {
+        let file = TempFile::new("[server]\nlisten = \"127.0.0.1:7002\"\n");
+        let path = file.path().display().to_string();
+        let env = |name: &str| (name == CONFIG_ENV).then(|| path.clone());
+        let (cli, c) = Config::load_with(["esgate"], &env).expect("valid");
+        assert_eq!(cli.config, Some(file.path()));
+        assert!(cli.config_text.is_some_and(|t| t.contains("7002")));
+        assert!(!cli.check_config);
+        assert_eq!(c.server.listen.port(), 7002);
+        let e = invalid_env(&["--config=/nonexistent/esgate.toml"], &[(CONFIG_ENV, &path)]);
+        assert_eq!(e.key(), "--config");
+        assert!(e.to_string().contains("/nonexistent/esgate.toml"), "{e}");
+        let e = invalid_env(&[], &[(CONFIG_ENV, "")]);
+        assert_eq!(e.to_string(), "invalid configuration: `--config` (from ESGATE_CONFIG): must not be empty");
+        let (cli, _) = Config::load_with(["esgate", "--check-config"], &|_| None).expect("valid");
+        assert!(cli.check_config && cli.config.is_none() && cli.config_text.is_none());
     }
 
     #[test]
@@ -1477,16 +1812,63 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_readme_documents_every_setting() {
+    /// The rows of README.md's settings table: the key, then the flag, environment and default
+    /// cells.
+    fn readme_rows() -> Vec<(String, [String; 3])> {
         let readme = include_str!("../README.md");
+        let section = readme.split("\n## Configuration\n").nth(1).expect("a Configuration section");
+        let section = section.split("\n## ").next().unwrap_or(section);
+        section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .map(|line| {
+                let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+                assert!(cells.len() >= 5, "a short row: {line}");
+                let key = cells[0].trim_matches('`').to_owned();
+                (key, [cells[1], cells[2], cells[3]].map(str::to_owned))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_table_agrees_with_the_settings() {
+        let rows = readme_rows();
         for s in SETTINGS {
-            for name in [s.key, s.flag, s.env] {
-                assert!(
-                    readme.contains(&format!("`{name}")),
-                    "README.md does not document {name}"
-                );
+            let mut mine = rows.iter().filter(|(key, _)| key == s.key);
+            let (_, [flag, env, default]) = mine.next().unwrap_or_else(|| panic!("README.md has no row for {}", s.key));
+            assert!(mine.next().is_none(), "README.md has two rows for {}", s.key);
+            let (want_flag, want_env) = match s.kind {
+                Kind::Single => (format!("`{} {}`", s.flag, s.value_name), format!("`{}`", s.env)),
+                Kind::Switch => (format!("`{} [{}]`", s.flag, s.value_name), format!("`{}`", s.env)),
+                Kind::List => (
+                    format!("`{} {}` (repeatable)", s.flag, s.value_name),
+                    format!("`{}` (comma-separated)", s.env),
+                ),
+            };
+            assert_eq!(*flag, want_flag, "README.md's flag of {}", s.key);
+            assert_eq!(*env, want_env, "README.md's environment variable of {}", s.key);
+            match s.default {
+                Builtin::Value(text) => {
+                    assert!(default.contains(&format!("`{text}`")), "README.md's default of {}: {default}", s.key)
+                }
+                Builtin::Unset(what) => assert_eq!(default, what, "README.md's default of {}", s.key),
             }
+        }
+        for (key, _) in &rows {
+            assert!(SETTINGS.iter().any(|s| s.key == key), "README.md documents {key}, which is no setting");
+        }
+    }
+
+    #[test]
+    fn the_example_file_shows_the_defaults() {
+        let text = include_str!("../config/esgate.toml");
+        let c = with_file(text, &[]).expect("the example is valid");
+        assert_eq!(format!("{c:?}"), format!("{:?}", load(&[]).expect("the defaults are valid")));
+        let table: toml::Table = text.parse().expect("example parses");
+        for s in SETTINGS {
+            let (section, name) = s.key.split_once('.').expect("dotted");
+            let set = table.get(section).and_then(|t| t.get(name)).is_some();
+            assert_eq!(set, s.default_text().is_some(), "config/esgate.toml sets {} iff it has a default", s.key);
         }
     }
 

@@ -2,15 +2,16 @@
 
 use crate::upstream::Upstream;
 
-/// Arguments for an in-process gateway: loopback port 0, one worker, the given extra flags.
+/// The configuration of an in-process gateway: loopback port 0, one worker, the given extra flags,
+/// and an empty environment.
 ///
-/// Unlike [`crate::Binary`], this cannot keep the developer's shell out: `Config::load_from` reads
-/// `ESGATE_*` variables from this process's environment, and a test must not change that
-/// environment while others run in parallel. Run the tests without `ESGATE_*` set.
+/// The environment is given to `Config::load_with`, not read from this process, so that no
+/// `ESGATE_*` variable (or `RUST_LOG`) of the developer's shell reaches a test, as with
+/// [`crate::Binary`]. A test that needs a setting passes its flag.
 pub fn config(extra: &[&str]) -> esgate::Config {
     let mut args = vec!["esgate", "--listen=127.0.0.1:0", "--workers=1"];
     args.extend_from_slice(extra);
-    match esgate::Config::load_from(args) {
+    match esgate::Config::load_with(args, &|_| None) {
         Ok((_, config)) => config,
         Err(e) => panic!("test configuration rejected: {e:?}"),
     }

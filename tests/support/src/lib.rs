@@ -3,7 +3,7 @@
 //! - `wire`: the client side — [`Client`], [`request`], [`Reader`] and [`Message`] for raw
 //!   HTTP/1.1, [`within`] and [`LIMIT`] bounding every await, deterministic bodies;
 //! - `upstream`: [`Upstream`], a recording HTTP/1.1 server on loopback, and its [`Reply`]s;
-//! - `gateway`: esgate in this process, [`config`] and [`gateway()`];
+//! - `gateway`: esgate in this process, [`config`] (in an empty environment) and [`gateway()`];
 //! - `binary`: the real esgate binary as a child process, [`Binary`].
 //!
 //! A crate of its own (a dev-dependency of esgate) rather than a `mod common;` compiled into
