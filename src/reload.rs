@@ -81,3 +81,38 @@ pub fn keep_fixed(old: &Config, new: &mut Config) -> Vec<&'static str> {
     }
     ignored
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let argv = std::iter::once("esgate").chain(args.iter().copied());
+        Config::load_with(argv, &|_| None).map(|(_, c)| c).expect("a valid configuration")
+    }
+
+    #[test]
+    fn what_a_running_process_cannot_change_is_kept_and_named() {
+        let old = config(&["--listen=127.0.0.1:9000", "--workers=2", "--upstream=http://10.0.0.1:9200"]);
+        let mut new = config(&[
+            "--listen=127.0.0.1:9001",
+            "--workers=4",
+            "--upstream=http://10.0.0.2:9200",
+            "--max-error-body-size=1MiB",
+        ]);
+        let ignored = keep_fixed(&old, &mut new);
+        assert_eq!(ignored, vec!["server.listen", "server.workers"]);
+        assert_eq!(new.server.listen, old.server.listen);
+        assert_eq!(new.server.workers, 2);
+        // What can change does.
+        assert_eq!(new.upstream.nodes[0].host, "10.0.0.2");
+        assert_eq!(new.connector_error.max_body_size, 1 << 20);
+    }
+
+    #[test]
+    fn the_same_configuration_ignores_nothing() {
+        let old = config(&["--dev"]);
+        let mut new = old.clone();
+        assert!(keep_fixed(&old, &mut new).is_empty());
+    }
+}

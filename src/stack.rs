@@ -87,3 +87,57 @@ impl Stack {
             .service(self.upstream.connection(info))
     }
 }
+
+/// The stack of one connection in process: built from a configuration, asked for readiness and
+/// called without a socket (the call is answered locally, so nothing is sent upstream).
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::task::{Context, Poll};
+
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::BodyExt;
+    use tower::Service;
+
+    use super::*;
+    use crate::body::Body;
+
+    fn stack() -> Stack {
+        // A node nobody listens on: a forwarded call would fail, a local answer does not care.
+        let args = ["esgate", "--upstream=http://127.0.0.1:9", "--es-version=9.5.0"];
+        let (_, config) = Config::load_with(args, &|_| None).expect("a valid configuration");
+        Stack::new(&config, Arc::new(Metrics::new()), None)
+    }
+
+    fn info() -> ConnInfo {
+        ConnInfo {
+            peer: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+            scheme: "http",
+        }
+    }
+
+    #[test]
+    fn every_service_of_the_stack_is_always_ready() {
+        let mut service = stack().service(info());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let ready: Poll<Result<(), Infallible>> = Service::<Request<Body>>::poll_ready(&mut service, &mut cx);
+        assert!(matches!(ready, Poll::Ready(Ok(()))), "the rule of this module");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connector_error_is_answered_by_the_stack_itself() {
+        let stack = stack();
+        let mut service = stack.service(info());
+        let req = Request::put("/_connector/c1/_error")
+            .header("content-type", "application/json")
+            .body(Body::full(Bytes::from_static(b"{\"error\":42}")))
+            .expect("a request");
+        let response = service.call(req).await.unwrap_or_else(|e| match e {});
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let body = response.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        assert!(String::from_utf8_lossy(&body).contains("x_content_parse_exception"));
+        let page = stack.metrics().render(&[], true);
+        assert!(page.contains("esgate_local_rejections_total{error_type=\"x_content_parse_exception\"} 1"), "{page}");
+    }
+}
