@@ -60,5 +60,5 @@ pub use budget::{Budget, BufferCounters};
 #[cfg(feature = "server")]
 pub(crate) use decode::{decode_body, Decoded};
 pub use layer::ConnectorErrorLayer;
-pub use service::{unchecked, ConnectorErrorGuard, ResponseFuture, REQUEST_TIMEOUT_TYPE};
+pub use service::{unchecked, AnyBody, ConnectorErrorGuard, Inner, ResponseFuture, REQUEST_TIMEOUT_TYPE};
 pub use verdict::{Intercepted, Rejection, Verdict};

@@ -123,6 +123,23 @@ impl<S> ConnectorErrorGuard<S> {
     }
 }
 
+/// A body the guard takes or gives: `Bytes` frames, an error any error type can hold.
+pub trait AnyBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<T> AnyBody for T where T: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+/// The inner service as the guard needs it: cloned into the future of an intercepted call, so
+/// `Clone`, `Send` and `'static`, with a `Send` future.
+pub trait Inner<B, ResB>:
+    Service<Request<GuardedBody<B>>, Response = Response<ResB>, Future: Send + 'static> + Clone + Send + 'static
+{
+}
+
+impl<S, B, ResB> Inner<B, ResB> for S where
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>, Future: Send + 'static> + Clone + Send + 'static
+{
+}
+
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
 pin_project! {
@@ -167,10 +184,8 @@ where
     S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    B: AnyBody,
+    ResB: AnyBody,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
@@ -210,12 +225,9 @@ async fn guard<S, B, ResB>(
     connector_id: String,
 ) -> Result<Response<ResponseBody<ResB>>, S::Error>
 where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    S: Inner<B, ResB>,
+    B: AnyBody,
+    ResB: AnyBody,
 {
     let knowledge = config.knowledge.load();
     let (mut response, verdict, error_text) = match knowledge {
@@ -271,12 +283,9 @@ async fn check<S, B, ResB>(
     id: &str,
 ) -> Result<Checked<ResB>, S::Error>
 where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    S: Inner<B, ResB>,
+    B: AnyBody,
+    ResB: AnyBody,
 {
     let (parts, body) = req.into_parts();
     let limit = config.max_body_size;
@@ -526,12 +535,9 @@ async fn refuse<S, B, ResB>(
     response: Response<Body>,
 ) -> Result<Checked<ResB>, S::Error>
 where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-    ResB: http_body::Body<Data = Bytes> + Send + 'static,
-    ResB::Error: Into<BoxError>,
+    S: Inner<B, ResB>,
+    B: AnyBody,
+    ResB: AnyBody,
 {
     if let Some(auth) = &config.auth {
         match auth.check(&mut inner, &parts).await? {
