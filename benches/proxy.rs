@@ -228,6 +228,7 @@ fn audit(c: &mut Criterion) {
             std::sync::Arc::from("es-node-1:9200"),
             std::time::Duration::from_micros(640),
         )),
+        write: None,
     };
     let policy = TextPolicy {
         max_error_length: 1024,

@@ -318,6 +318,9 @@ settings! {
     AUDIT_MAX_ERROR = "audit.max_error_length", default "1024",
         "--audit-max-error-length" BYTES, "ESGATE_AUDIT_MAX_ERROR_LENGTH",
         "Longest connector error text kept in an audit event, in bytes";
+    AUDIT_MAX_INSPECTED = "audit.max_inspected_body", default "64KiB",
+        "--audit-max-inspected-body" BYTES, "ESGATE_AUDIT_MAX_INSPECTED_BODY",
+        "Bytes of a connector or sync-job document write read along for its audit event";
     AUDIT_REDACT = "audit.redact_error_secrets", default "false",
         "--audit-redact-error-secrets" [BOOL], "ESGATE_AUDIT_REDACT_ERROR_SECRETS",
         "Mask passwords, tokens and URL credentials inside audited error texts";
@@ -516,6 +519,9 @@ pub struct AuditConfig {
     pub queue_size: usize,
     /// The connector error text is cut to this many bytes (at a character boundary).
     pub max_error_length: usize,
+    /// Bytes of a document write on the connector or sync-job index read along for its audit
+    /// event; a larger body is audited without its text.
+    pub max_inspected_body: usize,
     /// Mask secrets (URL credentials, `password=…`, tokens) inside the error text.
     pub redact_error_secrets: bool,
     /// Also index events into Elasticsearch.
@@ -1153,6 +1159,7 @@ fn audit(src: &mut Sources<'_>) -> Result<AuditConfig, ConfigError> {
     let all_requests = flag(src, AUDIT_ALL)?;
     let queue_size = number(src, AUDIT_QUEUE, 1..=1 << 20)?;
     let max_error_length = parse_size(&src.value(AUDIT_MAX_ERROR)?, AUDIT_MAX_ERROR)?;
+    let max_inspected_body = parse_size(&src.value(AUDIT_MAX_INSPECTED)?, AUDIT_MAX_INSPECTED)?;
     let redact_error_secrets = flag(src, AUDIT_REDACT)?;
 
     let url = src.get(AUDIT_ES_URL);
@@ -1229,6 +1236,7 @@ fn audit(src: &mut Sources<'_>) -> Result<AuditConfig, ConfigError> {
         all_requests,
         queue_size,
         max_error_length,
+        max_inspected_body,
         redact_error_secrets,
         elasticsearch,
     })

@@ -289,6 +289,8 @@ pub struct Metrics {
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
     upstream_retries: AtomicU64,
     upstream_replays: AtomicU64,
+    /// Writes of a connector's or sync job's error, by path (Connector API, index) and outcome.
+    error_writes: [[AtomicU64; 2]; 2],
     upstream_local_errors: AtomicU64,
     upstream_bad_framing: AtomicU64,
     client_body_errors: AtomicU64,
@@ -378,6 +380,12 @@ impl Metrics {
     /// any answer (idempotent methods with a complete body only).
     pub fn upstream_replay(&self) {
         self.upstream_replays.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A write of a connector's or sync job's error was answered (`success`: below 400).
+    pub fn error_write(&self, path: crate::elasticsearch::writes::WritePath, success: bool) {
+        let p = usize::from(path == crate::elasticsearch::writes::WritePath::Index);
+        self.error_writes[p][usize::from(!success)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// An upstream connection esgate could not open for a reason of its own host (descriptors,
@@ -563,6 +571,18 @@ impl Metrics {
         for kind in UpstreamError::ALL {
             let n = self.upstream_errors[kind.index()].load(Ordering::Relaxed);
             writeln!(out, "esgate_upstream_errors_total{{kind=\"{}\"}} {n}", kind.label())?;
+        }
+        header(
+            out,
+            "esgate_error_writes_total",
+            "counter",
+            "Writes of a connector's or sync job's error answered, by path (connector_api: the Connector API; index: _update/_doc on the connector indices) and outcome.",
+        )?;
+        for (p, path) in ["connector_api", "index"].into_iter().enumerate() {
+            for (o, outcome) in ["success", "failure"].into_iter().enumerate() {
+                let n = self.error_writes[p][o].load(Ordering::Relaxed);
+                writeln!(out, "esgate_error_writes_total{{path=\"{path}\",outcome=\"{outcome}\"}} {n}")?;
+            }
         }
         header(
             out,

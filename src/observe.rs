@@ -14,10 +14,16 @@ use std::time::{Instant, SystemTime};
 
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, USER_AGENT};
 use http::{HeaderName, Method, Request, Response};
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::audit::{Auditor, Event};
+use crate::audit::read_along::{ReadAlong, Seen};
+use crate::audit::{Auditor, Event, WriteRecord};
+use crate::body::Body;
+use crate::elasticsearch::writes::{inspect as inspect_body, ErrorChange, Form, Subject, WritePath};
+use crate::BoxError;
 use crate::connector_error::{Intercepted, Verdict};
 use crate::metrics::{Metrics, Route};
 use crate::redact::{caller, redact_secrets};
@@ -76,7 +82,8 @@ impl<S> Observe<S> {
 
 impl<S, B, ResB> Service<Request<B>> for Observe<S>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
+    S: Service<Request<ObservedBody<B>>, Response = Response<ResB>>,
+    B: http_body::Body,
 {
     type Response = Response<ResB>;
     type Error = S::Error;
@@ -88,21 +95,136 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let layer = &self.layer;
-        layer.sinks.metrics.request_started();
-        let pending = match &layer.sinks.audit {
-            Some(audit) if audit.wants(&req) => Some(Box::new(pending(&req, layer.conn, audit.all_requests()))),
-            _ => None,
+        self.layer.sinks.metrics.request_started();
+        let (pending, read_along) = match &self.layer.sinks.audit {
+            Some(audit) if audit.wants(&req) => {
+                let mut event = Box::new(pending(&req, self.layer.conn, audit.all_requests()));
+                let mut inspect = None;
+                let mut read_along = None;
+                // A document write of a connector's or sync job's error: read along its body.
+                // The Update connector error API itself is read by the connector-error layer.
+                if let Some(write) = audit.error_write(&req) {
+                    let guarded = write.subject == Subject::Connector && write.path == WritePath::ConnectorApi;
+                    if !guarded {
+                        let seen = Seen::default();
+                        inspect = Some((write.form, seen.clone()));
+                        read_along = Some((audit.max_inspected_body(), seen));
+                        event.write = Some(WriteRecord {
+                            subject: write.subject,
+                            id: write.id,
+                            path: write.path,
+                            change: ErrorChange::Unread("the answer came before the body ended"),
+                            status: None,
+                        });
+                    }
+                }
+                (Some((event, inspect)), read_along)
+            }
+            _ => (None, None),
         };
+        self.forward(req, started, pending, read_along)
+    }
+}
+
+impl<S> Observe<S> {
+    fn forward<B, ResB>(
+        &mut self,
+        req: Request<B>,
+        started: Instant,
+        pending: Option<Pending>,
+        read_along: Option<(usize, Seen)>,
+    ) -> ResponseFuture<S::Future>
+    where
+        S: Service<Request<ObservedBody<B>>, Response = Response<ResB>>,
+        B: http_body::Body,
+    {
         let method = req.method().clone();
+        let req = match read_along {
+            None => req.map(ObservedBody::plain),
+            Some((limit, seen)) => req.map(|b| ObservedBody::read_along(ReadAlong::new(b, limit, seen))),
+        };
         ResponseFuture {
             inner: self.inner.call(req),
             state: Some(State {
                 started,
                 method,
-                sinks: layer.sinks.clone(),
+                sinks: self.layer.sinks.clone(),
                 pending,
             }),
+        }
+    }
+}
+
+pin_project! {
+    /// The request body the inner service receives: the client's own, or (for a document write
+    /// of a connector's error, with an audit sink) the same passed through [`ReadAlong`].
+    #[derive(Debug)]
+    pub struct ObservedBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyKindProj]
+    #[derive(Debug)]
+    enum BodyKind<B> {
+        Plain { #[pin] body: B },
+        ReadAlong { #[pin] body: ReadAlong<B> },
+    }
+}
+
+impl<B> ObservedBody<B> {
+    fn plain(body: B) -> Self {
+        ObservedBody {
+            kind: BodyKind::Plain { body },
+        }
+    }
+
+    fn read_along(body: ReadAlong<B>) -> Self {
+        ObservedBody {
+            kind: BodyKind::ReadAlong { body },
+        }
+    }
+}
+
+impl<B: http_body::Body<Data = Bytes>> http_body::Body for ObservedBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        match self.project().kind.project() {
+            BodyKindProj::Plain { body } => body.poll_frame(cx),
+            BodyKindProj::ReadAlong { body } => body.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Plain { body } => body.is_end_stream(),
+            BodyKind::ReadAlong { body } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Plain { body } => body.size_hint(),
+            BodyKind::ReadAlong { body } => body.size_hint(),
+        }
+    }
+}
+
+/// The body as the upstream sends it: the client's stream unboxed, a read-along one boxed (only
+/// the audited document writes).
+impl<B> From<ObservedBody<B>> for Body
+where
+    B: Into<Body> + http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn from(body: ObservedBody<B>) -> Self {
+        match body.kind {
+            BodyKind::Plain { body } => body.into(),
+            BodyKind::ReadAlong { body } => Body::boxed(body),
         }
     }
 }
@@ -135,8 +257,12 @@ fn pending<B>(req: &Request<B>, conn: ConnInfo, all_requests: bool) -> Event {
         duration: std::time::Duration::ZERO,
         intercepted: None,
         upstream: None,
+        write: None,
     }
 }
+
+/// The audit event to complete, and where its body's copy is read along, if it is.
+type Pending = (Box<Event>, Option<(Form, Seen)>);
 
 /// Per-request state, taken when the response head is there.
 #[derive(Debug)]
@@ -144,7 +270,8 @@ struct State {
     started: Instant,
     method: Method,
     sinks: Arc<Sinks>,
-    pending: Option<Box<Event>>,
+    /// The audit event to complete, and where its body's copy is read along, if it is.
+    pending: Option<Pending>,
 }
 
 impl State {
@@ -167,10 +294,28 @@ impl State {
                 Verdict::Unchecked(why) => metrics.unchecked(why),
             }
         }
-        let (Some(audit), Some(mut event)) = (&self.sinks.audit, self.pending) else {
+        if record.is_some() {
+            metrics.error_write(WritePath::ConnectorApi, status < 400);
+        }
+        let (Some(audit), Some((mut event, inspect))) = (&self.sinks.audit, self.pending) else {
             return;
         };
-        if record.is_none() && !audit.all_requests() {
+        if let (Some(write), Some((form, seen))) = (event.write.as_mut(), inspect) {
+            match seen.take() {
+                Some(copy) if copy.over_limit => {
+                    write.change = ErrorChange::Unread("the body is larger than audit.max_inspected_body")
+                }
+                Some(copy) if !copy.complete => write.change = ErrorChange::Unread("the body did not arrive whole"),
+                Some(copy) => (write.change, write.status) = inspect_body(form, &copy.bytes),
+                None => {}
+            }
+        }
+        // A write that touches neither error nor status is a plain request.
+        event.write = event.write.take().filter(|w| w.change != ErrorChange::Untouched);
+        if let Some(write) = &event.write {
+            metrics.error_write(write.path, status < 400);
+        }
+        if record.is_none() && event.write.is_none() && !audit.all_requests() {
             return;
         }
         event.status = status;
@@ -229,7 +374,9 @@ mod tests {
     use std::future::Future;
     use std::sync::Arc;
 
+    use bytes::Bytes;
     use http::{Request, Response, StatusCode};
+    use http_body_util::Empty;
     use tower::{Layer, Service, ServiceExt};
 
     use super::ObserveLayer;
@@ -269,7 +416,7 @@ mod tests {
     #[tokio::test]
     async fn counts_each_request_by_route_and_each_local_rejection_by_type() {
         let metrics = Arc::new(Metrics::new());
-        let inner = tower::service_fn(|req: Request<()>| async move {
+        let inner = tower::service_fn(|req: Request<super::ObservedBody<Empty<Bytes>>>| async move {
             let mut response = Response::new(());
             if req.uri().path().ends_with("/_error") {
                 *response.status_mut() = StatusCode::BAD_REQUEST;
@@ -279,7 +426,7 @@ mod tests {
         });
         let mut service = layer(&metrics).layer(inner);
         for path in ["/", "/idx/_search", "/_connector/c1/_error"] {
-            let req = Request::put(path).body(()).expect("a request");
+            let req = Request::put(path).body(Empty::new()).expect("a request");
             let response = service
                 .ready()
                 .await
@@ -314,9 +461,9 @@ mod tests {
     #[tokio::test]
     async fn a_request_whose_client_went_away_is_no_longer_in_flight() {
         let metrics = Arc::new(Metrics::new());
-        let inner = tower::service_fn(|_: Request<()>| std::future::pending::<Result<Response<()>, Infallible>>());
+        let inner = tower::service_fn(|_: Request<super::ObservedBody<Empty<Bytes>>>| std::future::pending::<Result<Response<()>, Infallible>>());
         let mut service = layer(&metrics).layer(inner);
-        let future = service.call(Request::new(()));
+        let future = service.call(Request::new(Empty::<Bytes>::new()));
         assert_eq!(
             line(&metrics, "esgate_requests_in_flight ").as_deref(),
             Some("esgate_requests_in_flight 1")

@@ -11,6 +11,7 @@ use std::io::Write;
 
 use crate::connector_error::{Intercepted, Verdict};
 use crate::elasticsearch::Knowledge;
+use crate::elasticsearch::writes::{ErrorChange, Subject, WritePath};
 use crate::es_error::write_json_string;
 use crate::redact::{redact_secrets, truncate, Caller};
 
@@ -49,6 +50,24 @@ pub struct Event {
     pub intercepted: Option<Intercepted>,
     /// The node that answered and how long it took, when the request was forwarded.
     pub upstream: Option<(Arc<str>, Duration)>,
+    /// A write of a connector's or sync job's document that changes its error or status
+    /// (`_update`, `_doc`, the Set sync job error API), as read along its body.
+    pub write: Option<WriteRecord>,
+}
+
+/// A document write that changes an error, for its audit event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteRecord {
+    /// Connector or sync job.
+    pub subject: Subject,
+    /// The document id.
+    pub id: String,
+    /// Through the Connector API or the index.
+    pub path: WritePath,
+    /// What it does to the error.
+    pub change: ErrorChange,
+    /// The status it sets, if any.
+    pub status: Option<String>,
 }
 
 /// How error texts are written.
@@ -69,9 +88,10 @@ impl Event {
         let mut root = Obj::open(&mut out);
         root.str("@timestamp", &rfc3339_millis(self.timestamp));
         root.obj("ecs", |o| o.str("version", ECS_VERSION));
-        let (action, kind) = match &self.intercepted {
-            Some(_) => ("update-connector-error", "change"),
-            None => ("http-request", "access"),
+        let (action, kind) = match (&self.intercepted, &self.write) {
+            (Some(_), _) => ("update-connector-error", "change"),
+            (None, Some(write)) => (write.subject.action(), "change"),
+            (None, None) => ("http-request", "access"),
         };
         root.obj("event", |o| {
             o.str("kind", "event");
@@ -130,8 +150,14 @@ impl Event {
         }
         root.obj("esgate", |o| {
             match &self.intercepted {
-                None => o.str("verdict", "passed_through"),
+                None => {
+                    o.str("verdict", "passed_through");
+                    if let Some(write) = &self.write {
+                        write_record(o, write, policy);
+                    }
+                }
                 Some(record) => {
+                    o.str("write_path", WritePath::ConnectorApi.label());
                     o.obj("connector", |c| {
                         c.str("id", &record.connector_id);
                         if let Some(text) = &record.error_text {
@@ -185,6 +211,40 @@ impl Event {
         root.close();
         out
     }
+}
+
+/// `esgate.write_path` and `esgate.connector` or `esgate.sync_job` of a document write.
+fn write_record(o: &mut Obj<'_>, write: &WriteRecord, policy: TextPolicy) {
+    o.str("write_path", write.path.label());
+    let name = match write.subject {
+        Subject::Connector => "connector",
+        Subject::SyncJob => "sync_job",
+    };
+    o.obj(name, |c| {
+        c.str("id", &write.id);
+        match &write.change {
+            ErrorChange::Set(text) => {
+                let text = if policy.redact_error_secrets {
+                    redact_secrets(text)
+                } else {
+                    text.as_str().into()
+                };
+                let (kept, cut) = truncate(&text, policy.max_error_length);
+                c.str("error", kept);
+                c.bool("error_truncated", cut);
+                c.num("error_length", text.len() as u64);
+            }
+            ErrorChange::Reset => c.raw("error", "null"),
+            ErrorChange::StatusOnly | ErrorChange::Untouched => {}
+            ErrorChange::Unread(why) => {
+                c.bool("error_inspected", false);
+                c.str("error_not_inspected", why);
+            }
+        }
+        if let Some(status) = &write.status {
+            c.str("status", status);
+        }
+    });
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -347,6 +407,7 @@ mod tests {
             duration: Duration::from_micros(15),
             intercepted,
             upstream: None,
+            write: None,
         }
     }
 

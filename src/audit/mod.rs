@@ -14,6 +14,7 @@
 
 pub mod elasticsearch;
 pub mod event;
+pub mod read_along;
 
 mod writer;
 
@@ -24,8 +25,9 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method, Request};
 use tokio::sync::mpsc;
 
-pub use self::event::{Event, TextPolicy};
+pub use self::event::{Event, TextPolicy, WriteRecord};
 pub use self::writer::{start, AuditThread};
+use crate::elasticsearch::writes::{error_write, ErrorWrite};
 use crate::metrics::{AuditSink, Metrics};
 
 /// The header that marks esgate's own audit writes.
@@ -41,12 +43,13 @@ pub struct Auditor {
 struct Inner {
     queue: mpsc::Sender<Event>,
     all_requests: bool,
+    max_inspected_body: usize,
     own_write: HeaderValue,
     metrics: Arc<Metrics>,
 }
 
 impl Auditor {
-    fn new(queue: mpsc::Sender<Event>, all_requests: bool, metrics: Arc<Metrics>) -> Self {
+    fn new(queue: mpsc::Sender<Event>, all_requests: bool, max_inspected_body: usize, metrics: Arc<Metrics>) -> Self {
         // Unguessable by clients, so that they cannot hide their own requests from the trail.
         let token = RandomState::new().hash_one(std::process::id()) ^ RandomState::new().hash_one(0u8);
         let own_write = HeaderValue::try_from(format!("{token:016x}")).unwrap_or(HeaderValue::from_static("esgate"));
@@ -54,6 +57,7 @@ impl Auditor {
             inner: Arc::new(Inner {
                 queue,
                 all_requests,
+                max_inspected_body,
                 own_write,
                 metrics,
             }),
@@ -73,9 +77,24 @@ impl Auditor {
     /// Whether `req` may need an event: every request in access-log mode, otherwise only what may
     /// be an Update-connector-error call (the layer's record decides at the response).
     pub fn wants<B>(&self, req: &Request<B>) -> bool {
-        let candidate =
-            self.inner.all_requests || (req.method() == Method::PUT && req.uri().path().starts_with("/_connector/"));
+        let path = req.uri().path();
+        let candidate = self.inner.all_requests
+            || (req.method() == Method::PUT && path.starts_with("/_connector/"))
+            || (req.method() == Method::POST || req.method() == Method::PUT) && path.starts_with("/.")
+            || path.starts_with("/%");
         candidate && !self.is_own_write(req)
+    }
+
+    /// The write of a connector's or sync job's error that `req` is, if any (never for one of
+    /// esgate's own writes).
+    pub fn error_write<B>(&self, req: &Request<B>) -> Option<ErrorWrite> {
+        let write = error_write(req.method(), req.uri().path())?;
+        (!self.is_own_write(req)).then_some(write)
+    }
+
+    /// Bytes of a document write read along for its event (`audit.max_inspected_body`).
+    pub fn max_inspected_body(&self) -> usize {
+        self.inner.max_inspected_body
     }
 
     /// Whether events are written for every request.

@@ -82,7 +82,7 @@ pub fn start(
         });
     }
     let (tx, rx) = mpsc::channel(config.queue_size);
-    let auditor = Auditor::new(tx, config.all_requests, metrics.clone());
+    let auditor = Auditor::new(tx, config.all_requests, config.max_inspected_body, metrics.clone());
     let bulk = config.elasticsearch.as_ref().map(|es| BulkConfig {
         node: es.url.clone(),
         data_stream: es.data_stream.clone(),

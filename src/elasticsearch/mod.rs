@@ -31,6 +31,8 @@ pub mod render;
 pub mod request;
 pub mod route;
 pub mod suggest;
+#[cfg(feature = "server")]
+pub mod writes;
 
 pub use body::{check_body, check_body_agreed, check_connector_id, BodyVerdict};
 pub use dialect::{Dialect, DialectSet, Knowledge, SharedKnowledge, Version};
