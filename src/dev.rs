@@ -12,6 +12,9 @@
 //! | `PUT /_connector/<id>` | create or update; `{"result":"created"|"updated","id":…}` |
 //! | `GET /_connector/<id>`, `DELETE /_connector/<id>` | the connector; `{"acknowledged":true}` |
 //! | `PUT /_connector/<id>/_error` | `error` and `status` (`error`, or `connected` for null/empty); `{"result":"updated"}` |
+//! | `PUT /_connector/<id>/_check_in` | `last_seen` set to now; `{"result":"updated"}` |
+//! | `POST /.elastic-connectors/_update/<id>` | `doc` merged into the connector, as the connectors service sets and clears errors; Elasticsearch's write answer (`result`, `_version`, `_seq_no`) |
+//! | `GET /.elastic-connectors/_doc/<id>` | the connector as a document (`found`, `_source`) |
 //!
 //! A missing connector gets Elasticsearch's 404 bodies. Every answer carries
 //! `X-elastic-product: Elasticsearch`, as Elasticsearch's own do.
@@ -42,6 +45,8 @@ pub const DEFAULT_VERSION: &str = "9.5.0";
 #[derive(Clone, Debug)]
 pub struct DevUpstream {
     connectors: Arc<Mutex<BTreeMap<String, Map<String, Value>>>>,
+    /// Writes so far: each document write's `_seq_no` and `_version`.
+    writes: Arc<std::sync::atomic::AtomicU64>,
     /// `GET /`'s answer.
     info: Arc<str>,
 }
@@ -62,6 +67,7 @@ impl DevUpstream {
     pub fn with_version(version: &str) -> Self {
         DevUpstream {
             connectors: Arc::default(),
+            writes: Arc::default(),
             info: Arc::from(cluster_info(version).to_string()),
         }
     }
@@ -104,6 +110,11 @@ impl DevUpstream {
                 }
             }
             (&Method::PUT, ["_connector", id, "_error"]) => self.update_error(&percent_decode(id), &body),
+            (&Method::PUT, ["_connector", id, "_check_in"]) => self.check_in(&percent_decode(id)),
+            (&Method::POST, [index, "_update", id]) if is_connectors_index(index) => {
+                self.update_doc(&percent_decode(id), &body)
+            }
+            (&Method::GET, [index, "_doc", id]) if is_connectors_index(index) => self.get_doc(&percent_decode(id)),
             _ => no_handler(&parts.uri, method),
         };
         Ok(product(response))
@@ -179,6 +190,97 @@ impl DevUpstream {
         doc.insert("error".into(), value);
         doc.insert("status".into(), json!(status));
         ok(json!({ "result": if unchanged { "noop" } else { "updated" } }))
+    }
+}
+
+impl DevUpstream {
+    /// The next `_seq_no` (and `_version`, kept as one counter here).
+    fn next_write(&self) -> u64 {
+        self.writes.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn check_in(&self, id: &str) -> Response<Body> {
+        let mut store = self.store();
+        let Some(doc) = store.get_mut(id) else {
+            return not_found(id);
+        };
+        let now = crate::audit::event::rfc3339_millis(std::time::SystemTime::now());
+        doc.insert("last_seen".into(), json!(now));
+        ok(json!({ "result": "updated" }))
+    }
+
+    /// `_update` with a partial `doc`, merged key by key (objects recursively), as Elasticsearch
+    /// does; `noop` when nothing changes.
+    fn update_doc(&self, id: &str, body: &Bytes) -> Response<Body> {
+        let fields = match parse_object(body) {
+            Ok(fields) => fields,
+            Err(response) => return *response,
+        };
+        let Some(Value::Object(partial)) = fields.get("doc") else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "action_request_validation_exception",
+                "Validation Failed: 1: script or doc is missing;",
+            );
+        };
+        let mut store = self.store();
+        let Some(doc) = store.get_mut(id) else {
+            return document_missing(id);
+        };
+        let before = doc.clone();
+        merge(doc, partial);
+        let result = if *doc == before { "noop" } else { "updated" };
+        let seq = self.next_write();
+        ok(json!({
+            "_index": CONNECTORS_INDEX,
+            "_id": id,
+            "_version": seq + 1,
+            "result": result,
+            "_shards": { "total": 2, "successful": 1, "failed": 0 },
+            "_seq_no": seq,
+            "_primary_term": 1
+        }))
+    }
+
+    fn get_doc(&self, id: &str) -> Response<Body> {
+        let store = self.store();
+        match store.get(id) {
+            Some(doc) => {
+                let seq = self.writes.load(std::sync::atomic::Ordering::Relaxed);
+                ok(json!({
+                    "_index": CONNECTORS_INDEX,
+                    "_id": id,
+                    "_version": seq.max(1),
+                    "_seq_no": seq.saturating_sub(1),
+                    "_primary_term": 1,
+                    "found": true,
+                    "_source": Value::Object(doc.clone())
+                }))
+            }
+            None => respond(
+                StatusCode::NOT_FOUND,
+                json!({ "_index": CONNECTORS_INDEX, "_id": id, "found": false }),
+            ),
+        }
+    }
+}
+
+/// The connector index behind the `.elastic-connectors` alias.
+const CONNECTORS_INDEX: &str = ".elastic-connectors-v1";
+
+fn is_connectors_index(index: &str) -> bool {
+    matches!(percent_decode(index).as_str(), ".elastic-connectors" | CONNECTORS_INDEX)
+}
+
+/// Merges `partial` into `doc` as `_update` does: objects key by key, anything else replaced.
+fn merge(doc: &mut Map<String, Value>, partial: &Map<String, Value>) {
+    for (key, value) in partial {
+        match (doc.get_mut(key), value) {
+            (Some(Value::Object(inner)), Value::Object(part)) => merge(inner, part),
+            _ => {
+                doc.insert(key.clone(), value.clone());
+            }
+        }
     }
 }
 

@@ -239,3 +239,73 @@ async fn a_large_write_is_streamed_whole_and_audited_without_its_text() {
     );
     assert!(e["esgate"]["connector"].get("error").is_none(), "{e}");
 }
+
+/// The walk-through of the README: the development upstream answers the connectors service's
+/// writes as Elasticsearch does, and the audit trail sees the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_development_upstream_takes_an_error_set_the_connectors_service_way() {
+    let bin = Binary::start(&["--dev", "--audit-stdout"], &[]);
+    let mut client = Client::connect(bin.addr).await;
+    let json = [("content-type", "application/json")];
+    let created = client
+        .exchange(
+            "PUT",
+            &request("PUT", "/_connector/c1", &json, br#"{"index_name":"search-docs"}"#),
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let body = br#"{"doc":{"status":"error","error":"Sync failed"}}"#;
+    let updated = client
+        .exchange(
+            "POST",
+            &service_request("POST", "/.elastic-connectors/_update/c1", BASIC, body),
+        )
+        .await;
+    assert_eq!(updated.status(), 200, "{}", String::from_utf8_lossy(&updated.body));
+    let answer = updated.json();
+    assert_eq!(answer["result"], "updated");
+    assert_eq!(answer["_id"], "c1");
+    let e = next_event(&bin);
+    assert_eq!(e["event"]["action"], "update-connector-error", "{e}");
+    assert_eq!(e["esgate"]["connector"]["error"], "Sync failed");
+
+    let doc = client
+        .exchange("GET", &request("GET", "/.elastic-connectors/_doc/c1", &[], b""))
+        .await;
+    assert_eq!(doc.status(), 200);
+    let doc = doc.json();
+    assert_eq!(doc["found"], true);
+    assert_eq!(doc["_source"]["error"], "Sync failed");
+    assert_eq!(doc["_source"]["status"], "error");
+    assert_eq!(doc["_source"]["index_name"], "search-docs");
+
+    let check_in = client
+        .exchange("PUT", &request("PUT", "/_connector/c1/_check_in", &[], b""))
+        .await;
+    assert_eq!(check_in.status(), 200);
+    let connector = client
+        .exchange("GET", &request("GET", "/_connector/c1", &[], b""))
+        .await
+        .json();
+    assert!(
+        connector["last_seen"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{connector}"
+    );
+
+    // The same write again changes nothing: Elasticsearch's noop.
+    let again = client
+        .exchange(
+            "POST",
+            &service_request("POST", "/.elastic-connectors/_update/c1", BASIC, body),
+        )
+        .await;
+    assert_eq!(again.json()["result"], "noop");
+    let missing = client
+        .exchange(
+            "POST",
+            &service_request("POST", "/.elastic-connectors/_update/nobody", BASIC, body),
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.json()["error"]["type"], "document_missing_exception");
+}
