@@ -13,7 +13,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use esgate_test_support::{self as common, request, within, Binary, Client, Message, Reply, Upstream, LIMIT};
+use esgate_test_support::{self as common, metric, request, within, Binary, Client, Message, Reply, Upstream, LIMIT};
 
 // ===== helpers =====
 
@@ -26,15 +26,6 @@ fn is_health_probe(msg: &Message) -> bool {
 async fn admin_status(admin: SocketAddr, path: &str) -> u16 {
     let mut c = Client::connect(admin).await;
     c.exchange("GET", &request("GET", path, &[], b"")).await.status()
-}
-
-/// The value of the sample `series` on `/metrics`.
-async fn metric(admin: SocketAddr, series: &str) -> Option<u64> {
-    let mut c = Client::connect(admin).await;
-    let page = c.exchange("GET", &request("GET", "/metrics", &[], b"")).await;
-    String::from_utf8_lossy(&page.body)
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Polls `/metrics` until `series` reaches `want` (bounded by [`LIMIT`]).

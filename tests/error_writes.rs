@@ -4,9 +4,7 @@
 //! passed on unchanged, a large body streamed and audited without its text, and the upstream's
 //! refusal audited as a failure.
 
-use std::net::SocketAddr;
-
-use esgate_test_support::{digest, request, Binary, Client, Reply, Upstream};
+use esgate_test_support::{digest, metric, request, Binary, Client, Reply, Upstream};
 use serde_json::Value;
 
 /// The headers the connectors service sends on every request (9.6.0, `compatible-with=8` also
@@ -30,14 +28,6 @@ fn service_request(method: &str, target: &str, auth: &str, body: &[u8]) -> Vec<u
 fn next_event(bin: &Binary) -> Value {
     let line = bin.next_stdout();
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {line}"))
-}
-
-async fn metric(admin: SocketAddr, series: &str) -> Option<u64> {
-    let mut c = Client::connect(admin).await;
-    let page = c.exchange("GET", &request("GET", "/metrics", &[], b"")).await;
-    String::from_utf8_lossy(&page.body)
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// Sends `body` the service's way and checks that the upstream got exactly those bytes.

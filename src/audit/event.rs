@@ -162,17 +162,7 @@ impl Event {
                         c.str("id", &record.connector_id);
                         if let Some(text) = &record.error_text {
                             // The guard keeps only the start of a long text.
-                            let cut_before = record.error_length > text.len();
-                            let text = if policy.redact_error_secrets {
-                                redact_secrets(text)
-                            } else {
-                                text.as_str().into()
-                            };
-                            let (kept, cut) = truncate(&text, policy.max_error_length);
-                            c.str("error", kept);
-                            c.bool("error_truncated", cut || cut_before);
-                            let length = if cut_before { record.error_length } else { text.len() };
-                            c.num("error_length", length as u64);
+                            error_fields(c, text, record.error_length, policy);
                         }
                     });
                     let verdict = match &record.verdict {
@@ -213,6 +203,23 @@ impl Event {
     }
 }
 
+/// `error`, `error_truncated` and `error_length` of an error text: secrets masked (when the
+/// policy says so), then cut. `length` is the length of the whole text, of which `text` may be
+/// only the start.
+fn error_fields(c: &mut Obj<'_>, text: &str, length: usize, policy: TextPolicy) {
+    let cut_before = length > text.len();
+    let text = if policy.redact_error_secrets {
+        redact_secrets(text)
+    } else {
+        text.into()
+    };
+    let (kept, cut) = truncate(&text, policy.max_error_length);
+    c.str("error", kept);
+    c.bool("error_truncated", cut || cut_before);
+    let length = if cut_before { length } else { text.len() };
+    c.num("error_length", length as u64);
+}
+
 /// `esgate.write_path` and `esgate.connector` or `esgate.sync_job` of a document write.
 fn write_record(o: &mut Obj<'_>, write: &WriteRecord, policy: TextPolicy) {
     o.str("write_path", write.path.label());
@@ -223,17 +230,7 @@ fn write_record(o: &mut Obj<'_>, write: &WriteRecord, policy: TextPolicy) {
     o.obj(name, |c| {
         c.str("id", &write.id);
         match &write.change {
-            ErrorChange::Set(text) => {
-                let text = if policy.redact_error_secrets {
-                    redact_secrets(text)
-                } else {
-                    text.as_str().into()
-                };
-                let (kept, cut) = truncate(&text, policy.max_error_length);
-                c.str("error", kept);
-                c.bool("error_truncated", cut);
-                c.num("error_length", text.len() as u64);
-            }
+            ErrorChange::Set(text) => error_fields(c, text, text.len(), policy),
             ErrorChange::Reset => c.raw("error", "null"),
             ErrorChange::StatusOnly | ErrorChange::Untouched => {}
             ErrorChange::Unread(why) => {

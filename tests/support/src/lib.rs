@@ -17,4 +17,4 @@ mod wire;
 pub use binary::{binary_path, Binary};
 pub use gateway::{config, gateway};
 pub use upstream::{is_version_probe, Reply, Seen, Upstream};
-pub use wire::{digest, random_bytes, request, within, Client, Message, Reader, LIMIT};
+pub use wire::{digest, metric, random_bytes, request, within, Client, Message, Reader, LIMIT};

@@ -298,3 +298,12 @@ pub fn digest(bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
     })
 }
+
+/// The value of the sample `series` on the admin listener's `/metrics` (`None` when absent).
+pub async fn metric(admin: std::net::SocketAddr, series: &str) -> Option<u64> {
+    let mut c = Client::connect(admin).await;
+    let page = c.exchange("GET", &request("GET", "/metrics", &[], b"")).await;
+    String::from_utf8_lossy(&page.body)
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
