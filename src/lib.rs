@@ -49,6 +49,7 @@ server! {
     pub mod stack;
     pub mod tls;
     pub mod upstream;
+    pub mod verify;
 }
 
 /// The error type of bodies and boxed failures.
