@@ -11,21 +11,14 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let (cli, config) = match Config::load() {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "verify") {
+        args.remove(1);
+        return verify(args);
+    }
+    let (cli, config) = match load(args) {
         Ok(loaded) => loaded,
-        Err(LoadError::Usage(e)) => {
-            // clap prints help and version to stdout with success, usage errors to stderr.
-            let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(EXIT_CONFIG)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
-        Err(LoadError::Invalid(e)) => {
-            eprintln!("esgate: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if cli.check_config {
         println!("esgate: configuration is valid\n{config:#?}");
@@ -54,6 +47,57 @@ fn main() -> ExitCode {
     tracing::info!("shutting down");
     gateway.shutdown();
     ExitCode::SUCCESS
+}
+
+/// The configuration from `args` and the environment, or the exit code after saying why not.
+fn load(args: Vec<std::ffi::OsString>) -> Result<(esgate::config::Cli, Config), ExitCode> {
+    match Config::load_from(args) {
+        Ok(loaded) => Ok(loaded),
+        Err(LoadError::Usage(e)) => {
+            // clap prints help and version to stdout with success, usage errors to stderr.
+            let _ = e.print();
+            Err(if e.use_stderr() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(LoadError::Invalid(e)) => {
+            eprintln!("esgate: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+/// `esgate verify [--json] [settings]`: sends the verification suite to every configured node
+/// (see `esgate::verify`); exit code 0 only when every call matched.
+fn verify(mut args: Vec<std::ffi::OsString>) -> ExitCode {
+    let before = args.len();
+    args.retain(|a| a != "--json");
+    let json = args.len() != before;
+    let (_, config) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("esgate verify: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Paced: a few calls a second at most to each node.
+    let report = runtime.block_on(esgate::verify::run(&config, std::time::Duration::from_millis(100)));
+    if json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn init_tracing(config: &Config) {

@@ -8,7 +8,9 @@
 //! inner service that records whether it was reached: what the gateway would answer, byte for
 //! byte, not a second model of it.
 //!
-//! Sending the suite to a node, the command line and its output are not here yet.
+//! [`run`] sends the suite to every configured node (with esgate's own credentials, paced,
+//! nothing else), after checking that the random connector id it uses does not exist, and
+//! [`Report`] prints the table, or JSON for machines.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -92,7 +94,7 @@ pub const SUITE: &[Case] = &[
         name: "compat 8",
         content_type: Some("application/vnd.elasticsearch+json;compatible-with=8"),
         accept: Some("application/vnd.elasticsearch+json;compatible-with=8"),
-        ..case("", br#"{"error":1}"#)
+        ..case("", br#"{"error":true}"#)
     },
     Case {
         name: "unknown parameter",
@@ -107,7 +109,7 @@ pub const SUITE: &[Case] = &[
     Case {
         name: "pretty",
         query: "pretty",
-        ..case("", br#"{"error":1}"#)
+        ..case("", br#"{"foo":"bar"}"#)
     },
     case("valid text", br#"{"error":"esgate verify"}"#),
     case("valid reset", br#"{"error":null}"#),
@@ -154,13 +156,19 @@ pub fn request(case: &Case, id: &str) -> Request<Full<Bytes>> {
 /// What esgate answers to `case` for connector `id` in front of a node speaking `dialect`: the
 /// guard itself, in process.
 pub async fn expected(case: &Case, id: &str, dialect: Dialect) -> Expected {
+    expected_with(case, id, Knowledge::Dialects(DialectSet::of(&[dialect]))).await
+}
+
+/// As [`expected`], for what esgate knows of a node (several candidate dialects: esgate answers
+/// locally only what they all answer alike).
+pub async fn expected_with(case: &Case, id: &str, knowledge: Knowledge) -> Expected {
     let reached = Arc::new(AtomicBool::new(false));
     let seen = reached.clone();
     let inner = tower::service_fn(move |_: Request<GuardedBody<Full<Bytes>>>| {
         seen.store(true, Ordering::Relaxed);
         async { Ok::<_, Infallible>(Response::new(Full::new(Bytes::new()))) }
     });
-    let knowledge = SharedKnowledge::new(Knowledge::Dialects(DialectSet::of(&[dialect])));
+    let knowledge = SharedKnowledge::new(knowledge);
     let guard = ConnectorErrorLayer::new().knowledge(knowledge).layer(inner);
     let Ok(response) = guard.oneshot(request(case, id)).await;
     if reached.load(Ordering::Relaxed) {
@@ -204,6 +212,283 @@ pub async fn consistent_dialects(id: &str, answers: &[Answer]) -> Vec<Dialect> {
         }
     }
     out
+}
+
+/// One call's line of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Row {
+    /// The case's name.
+    pub case: &'static str,
+    /// What esgate does: `400 x_content_parse_exception`, or `forward`.
+    pub esgate: String,
+    /// What the node answered: status and error type.
+    pub elasticsearch: String,
+    /// Whether they agree.
+    pub matched: bool,
+}
+
+/// What one node made of the suite.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeOutcome {
+    /// `host:port`.
+    pub node: String,
+    /// The version its `GET /` reported.
+    pub version: Option<String>,
+    /// The dialects esgate chose for that version.
+    pub chosen: String,
+    /// One row per call (empty when the node could not be verified).
+    pub rows: Vec<Row>,
+    /// The dialects consistent with every answer.
+    pub consistent: Vec<Dialect>,
+    /// Why the node could not be verified (unreachable, or the connector id exists).
+    pub error: Option<String>,
+}
+
+impl NodeOutcome {
+    /// Every call matched.
+    pub fn passed(&self) -> bool {
+        self.error.is_none() && self.rows.iter().all(|r| r.matched)
+    }
+}
+
+/// The whole report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The connector id used (random; checked not to exist).
+    pub connector_id: String,
+    /// One outcome per node.
+    pub nodes: Vec<NodeOutcome>,
+}
+
+impl Report {
+    /// Every node passed.
+    pub fn passed(&self) -> bool {
+        !self.nodes.is_empty() && self.nodes.iter().all(NodeOutcome::passed)
+    }
+
+    /// The table, one per node, and a summary line.
+    pub fn text(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for node in &self.nodes {
+            let _ = writeln!(
+                out,
+                "node {} (Elasticsearch {}; esgate answers as {})",
+                node.node,
+                node.version.as_deref().unwrap_or("unknown"),
+                node.chosen
+            );
+            if let Some(error) = &node.error {
+                let _ = writeln!(out, "  not verified: {error}\n");
+                continue;
+            }
+            let _ = writeln!(out, "| case | esgate | Elasticsearch | match |\n|---|---|---|---|");
+            for row in &node.rows {
+                let mark = if row.matched { "yes" } else { "**NO**" };
+                let _ = writeln!(out, "| {} | {} | {} | {mark} |", row.case, row.esgate, row.elasticsearch);
+            }
+            let names: Vec<&str> = node.consistent.iter().map(|d| d.name()).collect();
+            let _ = writeln!(out, "dialects consistent with every answer: {}\n", if names.is_empty() { "none".to_owned() } else { names.join(", ") });
+        }
+        let calls: usize = self.nodes.iter().map(|n| n.rows.len()).sum();
+        let matched: usize = self.nodes.iter().map(|n| n.rows.iter().filter(|r| r.matched).count()).sum();
+        let _ = writeln!(
+            out,
+            "esgate verify: {matched} of {calls} calls matched on {} node(s){}",
+            self.nodes.len(),
+            if self.passed() { "" } else { ": NOT VERIFIED" }
+        );
+        out
+    }
+
+    /// The same as JSON.
+    pub fn json(&self) -> String {
+        let nodes: Vec<serde_json::Value> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                serde_json::json!({
+                    "node": n.node,
+                    "version": n.version,
+                    "chosen": n.chosen,
+                    "error": n.error,
+                    "passed": n.passed(),
+                    "consistent_dialects": n.consistent.iter().map(|d| d.name()).collect::<Vec<_>>(),
+                    "rows": n.rows.iter().map(|r| serde_json::json!({
+                        "case": r.case, "esgate": r.esgate, "elasticsearch": r.elasticsearch, "match": r.matched
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        serde_json::json!({ "connector_id": self.connector_id, "passed": self.passed(), "nodes": nodes }).to_string()
+    }
+}
+
+/// `400 x_content_parse_exception`, from an answer.
+fn summary(answer: &Answer) -> String {
+    let error_type = serde_json::from_slice::<serde_json::Value>(&answer.body).ok().and_then(|v| {
+        let e = v.get("error")?;
+        Some(e.get("type").and_then(|t| t.as_str()).unwrap_or("simple").to_owned())
+    });
+    match error_type {
+        Some(t) => format!("{} {t}", answer.status),
+        None => answer.status.to_string(),
+    }
+}
+
+/// Sends the suite to every node of `config` with esgate's own credentials, `pace` between calls.
+pub async fn run(config: &crate::config::Config, pace: std::time::Duration) -> Report {
+    use std::hash::BuildHasher;
+    let random = std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now());
+    let id = format!("esgate-verify-{random:016x}");
+    let mut nodes = Vec::new();
+    for url in &config.upstream.nodes {
+        nodes.push(verify_node(config, url, &id, pace).await);
+    }
+    Report { connector_id: id, nodes }
+}
+
+async fn verify_node(config: &crate::config::Config, url: &crate::config::NodeUrl, id: &str, pace: std::time::Duration) -> NodeOutcome {
+    let authority = url.authority();
+    let mut outcome = NodeOutcome {
+        node: authority.clone(),
+        version: None,
+        chosen: String::new(),
+        rows: Vec::new(),
+        consistent: Vec::new(),
+        error: None,
+    };
+    let mut node = Node::new(config, url);
+    let root = match node.send(Method::GET, "/", None, None, b"").await {
+        Ok(answer) => answer,
+        Err(e) => {
+            outcome.error = Some(e);
+            return outcome;
+        }
+    };
+    let learned = crate::upstream::parse_root(&root.body);
+    let knowledge = learned.as_ref().map_or(Knowledge::UNKNOWN, |l| l.knowledge);
+    outcome.version = learned.and_then(|l| l.version.map(|v| v.to_string()));
+    outcome.chosen = match knowledge {
+        Knowledge::Dialects(set) => set.to_string(),
+        Knowledge::Unmodelled(v) => format!("nothing (Elasticsearch {v} is not modelled)"),
+    };
+    match node.send(Method::GET, &format!("/_connector/{id}"), None, None, b"").await {
+        Ok(answer) if answer.status == 404 => {}
+        Ok(answer) => {
+            outcome.error = Some(format!(
+                "GET /_connector/{id} answered {}: the connector may exist, so nothing was sent",
+                answer.status
+            ));
+            return outcome;
+        }
+        Err(e) => {
+            outcome.error = Some(e);
+            return outcome;
+        }
+    }
+    let mut answers = Vec::new();
+    for case in SUITE {
+        tokio::time::sleep(pace).await;
+        let req = request(case, id);
+        let target = req.uri().to_string();
+        let answer = match node.send(Method::PUT, &target, case.content_type, case.accept, case.body).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                outcome.error = Some(format!("{}: {e}", case.name));
+                return outcome;
+            }
+        };
+        let expected = expected_with(case, id, knowledge).await;
+        outcome.rows.push(Row {
+            case: case.name,
+            esgate: match &expected {
+                Expected::Local(a) => summary(a),
+                Expected::Forwarded => "forward".to_owned(),
+            },
+            elasticsearch: summary(&answer),
+            matched: agrees(&expected, &answer),
+        });
+        answers.push(answer);
+    }
+    outcome.consistent = consistent_dialects(id, &answers).await;
+    outcome
+}
+
+/// One node's connection, reopened when it closes.
+struct Node {
+    authority: String,
+    server_name: Option<rustls::pki_types::ServerName<'static>>,
+    tls: Option<crate::tls::ClientTls>,
+    auth: Option<http::HeaderValue>,
+    timeout: std::time::Duration,
+    send: Option<hyper::client::conn::http1::SendRequest<Full<Bytes>>>,
+}
+
+impl Node {
+    fn new(config: &crate::config::Config, url: &crate::config::NodeUrl) -> Self {
+        Node {
+            authority: url.authority(),
+            server_name: url.tls.then(|| crate::tls::server_name(&url.host)).flatten(),
+            tls: config.upstream.tls.clone(),
+            auth: config.upstream.credentials.as_ref().and_then(|c| c.header()),
+            timeout: config.upstream.connect_timeout,
+            send: None,
+        }
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        target: &str,
+        content_type: Option<&str>,
+        accept: Option<&str>,
+        body: &'static [u8],
+    ) -> Result<Answer, String> {
+        let mut send = match self.send.take().filter(|s| !s.is_closed()) {
+            Some(send) => send,
+            None => {
+                let target = crate::connect::Target {
+                    authority: &self.authority,
+                    server_name: self.server_name.as_ref(),
+                    tls: self.tls.as_ref(),
+                };
+                crate::connect::connect(target, &hyper::client::conn::http1::Builder::new(), self.timeout, "verify")
+                    .await
+                    .map_err(|e| format!("cannot connect to {}: {e}", self.authority))?
+            }
+        };
+        let mut req = Request::builder().method(method).uri(target).header("host", &self.authority);
+        if let Some(auth) = &self.auth {
+            req = req.header("authorization", auth.clone());
+        }
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        if let Some(accept) = accept {
+            req = req.header("accept", accept);
+        }
+        let req = req
+            .header("content-length", body.len())
+            .body(Full::new(Bytes::from_static(body)))
+            .map_err(|e| e.to_string())?;
+        send.ready().await.map_err(|e| e.to_string())?;
+        let answer = tokio::time::timeout(std::time::Duration::from_secs(30), send.send_request(req))
+            .await
+            .map_err(|_| format!("{} did not answer within 30 s", self.authority))?
+            .map_err(|e| e.to_string())?;
+        let (parts, body) = answer.into_parts();
+        let body = body.collect().await.map(|c| c.to_bytes()).map_err(|e| e.to_string())?;
+        self.send = Some(send);
+        Ok(Answer {
+            status: parts.status.as_u16(),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            body,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ use hyper::client::conn::http1::Builder;
 use tokio::sync::oneshot;
 
 pub use self::body::UpstreamBody;
+pub(crate) use self::version::parse_root;
 use self::nodes::{Learned, Nodes};
 use self::pool::{Holder, Idle, Sender};
 use crate::body::Body;
