@@ -301,6 +301,9 @@ settings! {
     ES_VERSION = "connector_error.es_version", unset "learned from each node",
         "--es-version" VERSION, "ESGATE_ES_VERSION",
         "The Elasticsearch version every node runs (or `serverless`); unset: learned from each node";
+    CANARY_RATE = "connector_error.canary_rate", default "0",
+        "--canary-rate" FRACTION, "ESGATE_CANARY_RATE",
+        "Fraction of local rejections also sent to a node (random connector id) to compare answers";
 
     // [audit]
     AUDIT_STDOUT = "audit.stdout", default "false",
@@ -467,6 +470,9 @@ pub struct ConnectorErrorConfig {
     pub report_only: bool,
     /// The version every node is taken to run; `None`: learned from each node.
     pub es_version: Option<EsVersion>,
+    /// Fraction of local rejections also sent to a node, with a random connector id, to compare
+    /// its answer with esgate's (0: off).
+    pub canary_rate: f64,
 }
 
 /// `connector_error.es_version`: one version pinned for every node.
@@ -972,6 +978,19 @@ impl Config {
                         .ok_or_else(|| v.err(ES_VERSION, "expected a version such as 9.2.1, or serverless"))?,
                 ),
                 None => None,
+            },
+            canary_rate: {
+                let v = src.value(CANARY_RATE)?;
+                // A number in the file (`0.01`), text from a flag or the environment.
+                let rate = match &v.raw {
+                    Raw::Toml(toml::Value::Float(f)) => Some(*f),
+                    Raw::Toml(toml::Value::Integer(i)) => Some(*i as f64),
+                    _ => v.text(CANARY_RATE)?.trim().parse::<f64>().ok(),
+                };
+                match rate {
+                    Some(rate) if (0.0..=1.0).contains(&rate) => rate,
+                    _ => return Err(v.err(CANARY_RATE, "expected a fraction from 0 to 1, such as 0.01")),
+                }
             },
         };
         let audit = audit(&mut src)?;

@@ -297,12 +297,18 @@ pub struct Metrics {
     audit_written: [AtomicU64; AuditSink::ALL.len()],
     audit_dropped: [AtomicU64; AuditSink::ALL.len()],
     buffers: std::sync::Arc<BufferCounters>,
+    canary: std::sync::Arc<crate::connector_error::CanaryCounters>,
 }
 
 impl Metrics {
     /// The counters of buffered intercepted bodies, for the connector-error budget.
     pub fn buffers(&self) -> &std::sync::Arc<BufferCounters> {
         &self.buffers
+    }
+
+    /// The canary's counts, for the connector-error layer.
+    pub fn canary(&self) -> &std::sync::Arc<crate::connector_error::CanaryCounters> {
+        &self.canary
     }
 
     /// All figures at zero.
@@ -571,6 +577,19 @@ impl Metrics {
         for kind in UpstreamError::ALL {
             let n = self.upstream_errors[kind.index()].load(Ordering::Relaxed);
             writeln!(out, "esgate_upstream_errors_total{{kind=\"{}\"}} {n}", kind.label())?;
+        }
+        header(
+            out,
+            "esgate_canary_total",
+            "counter",
+            "Local rejections also sent to a node with a random connector id: answered alike (match), otherwise (mismatch), or not at all (error).",
+        )?;
+        for (result, counter) in [
+            ("match", &self.canary.matched),
+            ("mismatch", &self.canary.mismatched),
+            ("error", &self.canary.errors),
+        ] {
+            writeln!(out, "esgate_canary_total{{result=\"{result}\"}} {}", counter.load(Ordering::Relaxed))?;
         }
         header(
             out,

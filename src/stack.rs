@@ -58,6 +58,9 @@ impl Stack {
         if ce.check_auth {
             connector_error = connector_error.check_auth(ce.auth_cache_ttl);
         }
+        // Counted in the registry, which outlives reloads; a reload starts a new canary, so the
+        // kinds of call it had turned to forwarding are answered locally again.
+        connector_error = connector_error.canary(ce.canary_rate, metrics.canary().clone());
         Stack {
             upstream,
             connector_error,

@@ -1,100 +1,15 @@
-//! `esgate verify` against fake Elasticsearch nodes on loopback. A fake node answers the Update
-//! connector error API with esgate's own model for Elasticsearch 9.5.0 (the model the oracle tests
-//! hold to jackson-core and Elasticsearch's parse path), and 404 `document_missing_exception` to
-//! a valid call; one variant answers a single row differently, another already has every
-//! connector.
+//! `esgate verify` against fake Elasticsearch nodes on loopback (`tests/support/src/fake_es.rs`):
+//! one answering as 9.5.0 does, one answering a single row differently, one that already has
+//! every connector.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::Command;
 
-use bytes::Bytes;
-use esgate::connector_error::ConnectorErrorLayer;
-use esgate::elasticsearch::{Knowledge, SharedKnowledge, Version};
-use esgate_test_support::binary_path;
-use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use esgate_test_support::{binary_path, Fake, FakeNode};
 use serde_json::Value;
-use tower::{Layer, ServiceExt};
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Fake {
-    /// Answers as 9.5.0 does.
-    Faithful,
-    /// As 9.5.0, but P2 (`{"error":1}`) gets another reason.
-    OneRowWrong,
-    /// Every connector exists.
-    ConnectorExists,
-}
-
-fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .header("x-elastic-product", "Elasticsearch")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap_or_default()
-}
-
-async fn answer(fake: Fake, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path().to_owned();
-    if req.method() == Method::GET && path == "/" {
-        return Ok(json(
-            200,
-            r#"{"name":"fake","version":{"number":"9.5.0"},"tagline":"You Know, for Search"}"#,
-        ));
-    }
-    if req.method() == Method::GET && path.starts_with("/_connector/") {
-        return Ok(match fake {
-            Fake::ConnectorExists => json(200, r#"{"id":"x","status":"connected"}"#),
-            _ => json(
-                404,
-                r#"{"error":{"root_cause":[{"type":"resource_not_found_exception","reason":"connector not found"}],"type":"resource_not_found_exception","reason":"connector not found"},"status":404}"#,
-            ),
-        });
-    }
-    let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    if fake == Fake::OneRowWrong && &body[..] == br#"{"error":1}"# {
-        return Ok(json(
-            400,
-            r#"{"error":{"root_cause":[{"type":"x_content_parse_exception","reason":"something else"}],"type":"x_content_parse_exception","reason":"something else"},"status":400}"#,
-        ));
-    }
-    // Elasticsearch's own checks, then the connector lookup: none exists.
-    let knowledge = Knowledge::for_version(Version::parse("9.5.0").expect("a version"));
-    let missing = tower::service_fn(|_: Request<_>| async {
-        Ok::<_, Infallible>(json(
-            404,
-            r#"{"error":{"root_cause":[{"type":"document_missing_exception","reason":"document missing"}],"type":"document_missing_exception","reason":"document missing"},"status":404}"#,
-        ))
-    });
-    let node = ConnectorErrorLayer::new()
-        .knowledge(SharedKnowledge::new(knowledge))
-        .layer(missing);
-    let Ok(response) = node.oneshot(Request::from_parts(parts, Full::new(body))).await;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-    let mut out = Response::from_parts(parts, Full::new(body));
-    if out.status() == StatusCode::OK {
-        *out.status_mut() = StatusCode::NOT_FOUND;
-    }
-    Ok(out)
-}
 
 async fn start(fake: Fake) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let service = hyper::service::service_fn(move |req| answer(fake, req));
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(tcp), service),
-            );
-        }
-    });
-    addr
+    FakeNode::start(fake, false).await.addr
 }
 
 /// Runs `esgate verify --json` against `addr`: the report and the exit code.

@@ -8,6 +8,7 @@ use tower::Layer;
 
 use super::auth::AuthCheck;
 use super::budget::Budget;
+use super::canary::{Canary, CanaryCounters};
 use super::service::{ConnectorErrorGuard, GuardConfig};
 use crate::elasticsearch::SharedKnowledge;
 
@@ -98,6 +99,18 @@ impl ConnectorErrorLayer {
     /// `SharedKnowledge::new(Knowledge::for_version(..))`, or the one an esgate upstream learns).
     pub fn knowledge(mut self, knowledge: SharedKnowledge) -> Self {
         self.config().knowledge = knowledge;
+        self
+    }
+}
+
+impl ConnectorErrorLayer {
+    /// Sends a `rate` (0 to 1) of the calls refused locally also to the node, in the background,
+    /// with a random connector id and the caller's credentials, counting in `counters` whether
+    /// the node answered alike; a kind of call answered otherwise is forwarded from then on
+    /// (`connector_error.canary_rate`; see `canary.rs`). Never in report-only mode.
+    pub fn canary(mut self, rate: f64, counters: Arc<CanaryCounters>) -> Self {
+        let config = self.config();
+        config.canary = (rate > 0.0 && !config.report_only).then(|| Arc::new(Canary::new(rate, counters)));
         self
     }
 }

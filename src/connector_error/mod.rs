@@ -49,6 +49,7 @@
 mod auth;
 mod body;
 mod budget;
+mod canary;
 mod decode;
 mod layer;
 mod read;
@@ -57,6 +58,7 @@ mod verdict;
 
 pub use body::{GuardedBody, ResponseBody};
 pub use budget::{Budget, BufferCounters};
+pub use canary::CanaryCounters;
 #[cfg(feature = "server")]
 pub(crate) use decode::{decode_body, Decoded};
 pub use layer::ConnectorErrorLayer;

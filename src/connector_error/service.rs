@@ -27,6 +27,7 @@ use tower::Service;
 use super::auth::{AuthCheck, Outcome};
 use super::body::{GuardedBody, ResponseBody};
 use super::budget::{Budget, Held};
+use super::canary::{Canary, Permit};
 use super::decode::{decode_budgeted, Decoded};
 use super::read::{linger, read_body, ReadError};
 use super::verdict::{Intercepted, Rejection, Verdict};
@@ -76,6 +77,8 @@ pub(crate) struct GuardConfig {
     /// The dialects of the nodes calls may go to: learned by the upstream's version probes, or
     /// pinned. A call is answered locally only when every one of them answers it alike.
     pub(crate) knowledge: SharedKnowledge,
+    /// Copies of sampled local rejections sent to a node to compare answers (off: `None`).
+    pub(crate) canary: Option<Arc<Canary>>,
 }
 
 /// The defaults of esgate's own configuration (`config/esgate.toml`).
@@ -90,6 +93,7 @@ impl Default for GuardConfig {
             body_read_timeout: Some(Duration::from_secs(30)),
             budget: Budget::unshared(48 << 20),
             knowledge: SharedKnowledge::default(),
+            canary: None,
         }
     }
 }
@@ -131,12 +135,18 @@ impl<T> AnyBody for T where T: http_body::Body<Data = Bytes, Error: Into<BoxErro
 /// The inner service as the guard needs it: cloned into the future of an intercepted call, so
 /// `Clone`, `Send` and `'static`, with a `Send` future.
 pub trait Inner<B, ResB>:
-    Service<Request<GuardedBody<B>>, Response = Response<ResB>, Future: Send + 'static> + Clone + Send + 'static
+    Service<Request<GuardedBody<B>>, Response = Response<ResB>, Future: Send + 'static, Error: Send + 'static>
+    + Clone
+    + Send
+    + 'static
 {
 }
 
 impl<S, B, ResB> Inner<B, ResB> for S where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>, Future: Send + 'static> + Clone + Send + 'static
+    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>, Future: Send + 'static, Error: Send + 'static>
+        + Clone
+        + Send
+        + 'static
 {
 }
 
@@ -271,6 +281,8 @@ pub mod unchecked {
     pub const UNMODELLED_VERSION: &str = "the Elasticsearch version is not modelled";
     /// The check of a large body did not complete (its task failed).
     pub const CHECK_FAILED: &str = "the check of the body did not complete";
+    /// A canary found a node answering this kind of call otherwise than esgate.
+    pub const CANARY_MISMATCH: &str = "a canary found the node answering this kind of call differently";
 }
 
 /// The checks in Elasticsearch's order (`docs/connector-error.md`, "Order of checks"), for a node
@@ -380,7 +392,16 @@ where
             would_reject(inner, parts, raw, rejection).await
         }
         Assessment::Refuse(response) => {
-            tracing::debug!(connector_id = %id, error_type = rejection_of(&response).label(), "connector error rejected locally");
+            let kind = rejection_of(&response).label();
+            if let Some(canary) = &config.canary {
+                if canary.disabled(kind) {
+                    return unchecked(inner, parts, raw, unchecked::CANARY_MISMATCH).await;
+                }
+                if let Some(permit) = canary.sample() {
+                    send_canary(inner.clone(), &parts, &raw, &response, kind, permit);
+                }
+            }
+            tracing::debug!(connector_id = %id, error_type = kind, "connector error rejected locally");
             refuse(inner, config, parts, raw, response).await
         }
         Assessment::Accept { body, error_text } => {
@@ -665,6 +686,84 @@ fn hex4(digits: &[u8]) -> Option<u16> {
         unit = unit << 4 | u16::from((*d as char).to_digit(16)? as u8);
     }
     Some(unit)
+}
+
+/// Sends a copy of a call answered locally to the node, with a connector id that does not exist,
+/// on a task of its own, and compares the answers (see `canary.rs`). Nothing is awaited here.
+fn send_canary<S, B, ResB>(
+    inner: S,
+    parts: &http::request::Parts,
+    raw: &Bytes,
+    local: &Response<Body>,
+    kind: &'static str,
+    permit: Permit,
+) where
+    S: Inner<B, ResB>,
+    B: AnyBody,
+    ResB: AnyBody,
+{
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let canary = permit.canary();
+    let id = canary.random_id();
+    let target = match parts.uri.query() {
+        Some(q) => format!("/_connector/{id}/_error?{q}"),
+        None => format!("/_connector/{id}/_error"),
+    };
+    let Ok(uri) = http::Uri::try_from(target) else {
+        return;
+    };
+    let mut head = Request::new(GuardedBody::buffered(raw.clone()));
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = uri;
+    *head.headers_mut() = parts.headers.clone();
+    let expected = (
+        local.status(),
+        local.headers().get(http::header::CONTENT_TYPE).cloned(),
+        match local.body() {
+            Body::Full(bytes) => bytes.clone(),
+            _ => Bytes::new(),
+        },
+    );
+    runtime.spawn(async move {
+        let _permit = permit;
+        let counters = &canary.counters;
+        let answer = match tower::ServiceExt::oneshot(inner, head).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                match http_body_util::BodyExt::collect(http_body_util::Limited::new(body, 64 * 1024)).await {
+                    Ok(body) => Some((
+                        parts.status,
+                        parts.headers.get(http::header::CONTENT_TYPE).cloned(),
+                        body.to_bytes(),
+                    )),
+                    Err(_) => None,
+                }
+            }
+            Err(_) => None,
+        };
+        match answer {
+            None => {
+                counters.errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(node) if node == expected => {
+                counters.matched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some((status, _, body)) => {
+                counters.mismatched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                canary.disable(kind);
+                tracing::warn!(
+                    kind,
+                    esgate_status = expected.0.as_u16(),
+                    esgate = %String::from_utf8_lossy(&expected.2),
+                    node_status = status.as_u16(),
+                    node = %String::from_utf8_lossy(&body),
+                    "canary: the node answers this kind of call otherwise; forwarding it from now on"
+                );
+            }
+        }
+    });
 }
 
 /// A local answer and its record.

@@ -10,11 +10,13 @@
 //! every test binary: it is built once, and a helper one test does not use is not dead code.
 
 mod binary;
+mod fake_es;
 mod gateway;
 mod upstream;
 mod wire;
 
 pub use binary::{binary_path, Binary};
+pub use fake_es::{Fake, FakeNode};
 pub use gateway::{config, gateway};
 pub use upstream::{is_version_probe, Reply, Seen, Upstream};
 pub use wire::{digest, metric, random_bytes, request, within, Client, Message, Reader, LIMIT};
