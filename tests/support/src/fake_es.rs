@@ -49,15 +49,26 @@ fn json(status: u16, body: &str) -> Response<Full<Bytes>> {
         .unwrap_or_default()
 }
 
-async fn answer(fake: Fake, node: FakeNode, hold: bool, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    fake: Fake,
+    node: FakeNode,
+    hold: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_owned();
     if req.method() == Method::GET && path == "/" {
-        return Ok(json(200, r#"{"name":"fake","version":{"number":"9.5.0"},"tagline":"You Know, for Search"}"#));
+        return Ok(json(
+            200,
+            r#"{"name":"fake","version":{"number":"9.5.0"},"tagline":"You Know, for Search"}"#,
+        ));
     }
     if req.method() == Method::GET && path.starts_with("/_connector/") {
         return Ok(match fake {
             Fake::ConnectorExists => json(200, r#"{"id":"x","status":"connected"}"#),
-            _ => json(404, r#"{"error":{"root_cause":[{"type":"resource_not_found_exception","reason":"connector not found"}],"type":"resource_not_found_exception","reason":"connector not found"},"status":404}"#),
+            _ => json(
+                404,
+                r#"{"error":{"root_cause":[{"type":"resource_not_found_exception","reason":"connector not found"}],"type":"resource_not_found_exception","reason":"connector not found"},"status":404}"#,
+            ),
         });
     }
     if path.starts_with("/_connector/esgate-canary-") {
@@ -71,14 +82,24 @@ async fn answer(fake: Fake, node: FakeNode, hold: bool, req: Request<Incoming>) 
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     if fake == Fake::OneRowWrong && &body[..] == br#"{"error":1}"# {
-        return Ok(json(400, r#"{"error":{"root_cause":[{"type":"x_content_parse_exception","reason":"something else"}],"type":"x_content_parse_exception","reason":"something else"},"status":400}"#));
+        return Ok(json(
+            400,
+            r#"{"error":{"root_cause":[{"type":"x_content_parse_exception","reason":"something else"}],"type":"x_content_parse_exception","reason":"something else"},"status":400}"#,
+        ));
     }
     // Elasticsearch's own checks, then the connector lookup: none exists.
-    let knowledge = Version::parse("9.5.0").map(Knowledge::for_version).unwrap_or(Knowledge::UNKNOWN);
+    let knowledge = Version::parse("9.5.0")
+        .map(Knowledge::for_version)
+        .unwrap_or(Knowledge::UNKNOWN);
     let missing = tower::service_fn(|_: Request<_>| async {
-        Ok::<_, Infallible>(json(404, r#"{"error":{"root_cause":[{"type":"document_missing_exception","reason":"document missing"}],"type":"document_missing_exception","reason":"document missing"},"status":404}"#))
+        Ok::<_, Infallible>(json(
+            404,
+            r#"{"error":{"root_cause":[{"type":"document_missing_exception","reason":"document missing"}],"type":"document_missing_exception","reason":"document missing"},"status":404}"#,
+        ))
     });
-    let model = ConnectorErrorLayer::new().knowledge(SharedKnowledge::new(knowledge)).layer(missing);
+    let model = ConnectorErrorLayer::new()
+        .knowledge(SharedKnowledge::new(knowledge))
+        .layer(missing);
     let Ok(response) = model.oneshot(Request::from_parts(parts, Full::new(body))).await;
     let (parts, body) = response.into_parts();
     let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
