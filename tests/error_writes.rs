@@ -30,28 +30,38 @@ fn next_event(bin: &Binary) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("audit line is not JSON ({e}): {line}"))
 }
 
-/// Sends `body` the service's way and checks that the upstream got exactly those bytes.
-async fn send(client: &mut Client, up: &mut Upstream, method: &str, target: &str, auth: &str, body: &[u8]) -> u16 {
-    let answer = client
-        .exchange(method, &service_request(method, target, auth, body))
-        .await;
-    // esgate's health probes (with an admin listener) are not the service's requests.
-    let mut seen = up.next().await.msg;
-    while seen.start_line.starts_with("HEAD / ") {
-        seen = up.next().await.msg;
-    }
-    assert_eq!(seen.start_line, format!("{method} {target} HTTP/1.1"));
-    assert_eq!(
-        digest(&seen.body),
-        digest(body),
-        "the upstream got other bytes for {target}"
-    );
-    answer.status()
+/// A client that talks like the connectors service, and the upstream behind esgate.
+struct Service {
+    client: Client,
+    up: Upstream,
 }
+
+impl Service {
+    /// Sends `body` the service's way and checks that the upstream got exactly those bytes.
+    async fn send(&mut self, method: &str, target: &str, auth: &str, body: &[u8]) -> u16 {
+        let request = service_request(method, target, auth, body);
+        let answer = self.client.exchange(method, &request).await;
+        // esgate's health probes (with an admin listener) are not the service's requests.
+        let mut seen = self.up.next().await.msg;
+        while seen.start_line.starts_with("HEAD / ") {
+            seen = self.up.next().await.msg;
+        }
+        assert_eq!(seen.start_line, format!("{method} {target} HTTP/1.1"));
+        assert_eq!(
+            digest(&seen.body),
+            digest(body),
+            "the upstream got other bytes for {target}"
+        );
+        answer.status()
+    }
+}
+
+/// The connector document the service writes.
+const CONN_1: &str = "/.elastic-connectors/_update/conn-1";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_error_change_of_the_connectors_service_gets_one_line() {
-    let mut up = Upstream::start(|msg| {
+    let up = Upstream::start(|msg| {
         if msg.start_line.contains("/_update/missing") {
             let body = br#"{"error":{"root_cause":[{"type":"document_missing_exception","reason":"[missing]: document missing"}],"type":"document_missing_exception","reason":"[missing]: document missing"},"status":404}"#;
             Reply::full(400, &[("content-type", "application/json"), ("x-elastic-product", "Elasticsearch")], body)
@@ -68,22 +78,14 @@ async fn each_error_change_of_the_connectors_service_gets_one_line() {
         ],
         &[],
     );
-    let mut client = Client::connect(bin.addr).await;
+    let mut svc = Service {
+        client: Client::connect(bin.addr).await,
+        up,
+    };
 
     // A connector fails.
     let set = br#"{"doc":{"status":"error","error":"Could not connect to db.internal:5432"}}"#;
-    assert_eq!(
-        send(
-            &mut client,
-            &mut up,
-            "POST",
-            "/.elastic-connectors/_update/conn-1",
-            BASIC,
-            set
-        )
-        .await,
-        200
-    );
+    assert_eq!(svc.send("POST", CONN_1, BASIC, set).await, 200);
     let e = next_event(&bin);
     assert_eq!(e["event"]["action"], "update-connector-error", "{e}");
     assert_eq!(e["event"]["outcome"], "success");
@@ -100,18 +102,7 @@ async fn each_error_change_of_the_connectors_service_gets_one_line() {
 
     // It is healthy again, with an API key.
     let reset = br#"{"doc":{"status":"connected","error":null}}"#;
-    assert_eq!(
-        send(
-            &mut client,
-            &mut up,
-            "POST",
-            "/.elastic-connectors/_update/conn-1",
-            API_KEY,
-            reset
-        )
-        .await,
-        200
-    );
+    assert_eq!(svc.send("POST", CONN_1, API_KEY, reset).await, 200);
     let e = next_event(&bin);
     assert_eq!(e["event"]["action"], "update-connector-error");
     assert_eq!(e["user"]["name"], "VuaCfGcBCdbkQm-e5aOx");
@@ -121,23 +112,12 @@ async fn each_error_change_of_the_connectors_service_gets_one_line() {
 
     // A heartbeat-like update of the connector document: no line. The next line is the sync job's.
     let seen_only = br#"{"doc":{"last_seen":"2026-12-02T05:00:00.000000+00:00"}}"#;
-    assert_eq!(
-        send(
-            &mut client,
-            &mut up,
-            "POST",
-            "/.elastic-connectors/_update/conn-1",
-            BASIC,
-            seen_only
-        )
-        .await,
-        200
-    );
+    assert_eq!(svc.send("POST", CONN_1, BASIC, seen_only).await, 200);
 
     // A sync job ends with an error (the start carries if_seq_no / if_primary_term).
     let job = br#"{"doc":{"status":"error","error":"Sync failed: timeout","completed_at":"2026-12-02T05:01:00+00:00","indexed_document_count":10}}"#;
     let target = "/.elastic-connectors-sync-jobs/_update/job-7?if_seq_no=12&if_primary_term=1";
-    assert_eq!(send(&mut client, &mut up, "POST", target, BASIC, job).await, 200);
+    assert_eq!(svc.send("POST", target, BASIC, job).await, 200);
     let e = next_event(&bin);
     assert_eq!(e["event"]["action"], "update-sync-job-error", "{e}");
     assert_eq!(e["esgate"]["write_path"], "index");
@@ -147,15 +127,7 @@ async fn each_error_change_of_the_connectors_service_gets_one_line() {
     // The Set sync job error API.
     let api = br#"{"error":"cancelled by the user"}"#;
     assert_eq!(
-        send(
-            &mut client,
-            &mut up,
-            "PUT",
-            "/_connector/_sync_job/job-8/_error",
-            BASIC,
-            api
-        )
-        .await,
+        svc.send("PUT", "/_connector/_sync_job/job-8/_error", BASIC, api).await,
         200
     );
     let e = next_event(&bin);
@@ -165,15 +137,8 @@ async fn each_error_change_of_the_connectors_service_gets_one_line() {
 
     // The cluster refuses: audited as a failure with its status.
     assert_eq!(
-        send(
-            &mut client,
-            &mut up,
-            "POST",
-            "/.elastic-connectors/_update/missing",
-            BASIC,
-            set
-        )
-        .await,
+        svc.send("POST", "/.elastic-connectors/_update/missing", BASIC, set)
+            .await,
         400
     );
     let e = next_event(&bin);
@@ -202,20 +167,17 @@ async fn each_error_change_of_the_connectors_service_gets_one_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_write_is_streamed_whole_and_audited_without_its_text() {
-    let mut up = Upstream::start(|_| Reply::ok(r#"{"result":"updated"}"#)).await;
+    let up = Upstream::start(|_| Reply::ok(r#"{"result":"updated"}"#)).await;
     let bin = Binary::start(&[&format!("--upstream={}", up.url()), "--audit-stdout"], &[]);
-    let mut client = Client::connect(bin.addr).await;
+    let mut svc = Service {
+        client: Client::connect(bin.addr).await,
+        up,
+    };
     let text = "x".repeat(1 << 20);
     let body = format!(r#"{{"doc":{{"status":"error","error":"{text}"}}}}"#);
-    let status = send(
-        &mut client,
-        &mut up,
-        "POST",
-        "/.elastic-connectors/_update/conn-2",
-        BASIC,
-        body.as_bytes(),
-    )
-    .await;
+    let status = svc
+        .send("POST", "/.elastic-connectors/_update/conn-2", BASIC, body.as_bytes())
+        .await;
     assert_eq!(status, 200);
     let e = next_event(&bin);
     assert_eq!(e["event"]["action"], "update-connector-error", "{e}");
