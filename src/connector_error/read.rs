@@ -12,6 +12,9 @@
 //! the rest is read and dropped for a bounded time and amount, so that a client still writing
 //! its body reads the answer instead of a connection reset.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -58,21 +61,16 @@ where
     let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX).min(limit));
     let mut reservation = budget.reserve(declared.unwrap_or(0)).map_err(ReadError::Tripped)?;
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
-    let mut timer = deadline.map(|d| (d, Box::pin(tokio::time::sleep(d))));
+    let mut timer = Deadline::new(deadline);
     loop {
-        let frame = match &mut timer {
-            None => body.frame().await,
-            Some((_, sleep)) => tokio::select! {
-                biased;
-                frame = body.frame() => frame,
-                () = sleep.as_mut() => return Err(ReadError::TimedOut),
-            },
-        };
+        let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
+            Poll::Pending => timer.poll_expired(cx).map(|()| Err(ReadError::TimedOut)),
+        })
+        .await?;
         let Some(frame) = frame else { break };
         let frame = frame.map_err(|e| ReadError::Broken(e.into()))?;
-        if let Some((d, sleep)) = &mut timer {
-            sleep.as_mut().reset(tokio::time::Instant::now() + *d);
-        }
+        timer.progressed();
         // Trailers carry nothing the checks read.
         let Ok(data) = frame.into_data() else { continue };
         let needed = buf.len().saturating_add(data.len());
@@ -98,6 +96,52 @@ where
         buf.shrink_to_fit();
     }
     Ok(Held::new(buf, reservation).into_bytes())
+}
+
+/// The body deadline: at most this long without a frame. Its timer is started only when a frame
+/// has to be waited for: a small body usually arrives with its request head, and is then read
+/// without touching the runtime's timers at all.
+struct Deadline {
+    limit: Option<Duration>,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame came since the timer was last set.
+    progressed: bool,
+}
+
+impl Deadline {
+    fn new(limit: Option<Duration>) -> Self {
+        Deadline {
+            limit,
+            sleep: None,
+            progressed: false,
+        }
+    }
+
+    /// A frame came: the wait for the next one starts now.
+    fn progressed(&mut self) {
+        self.progressed = true;
+    }
+
+    /// Ready once the wait that began with the last frame is over the limit; called when the
+    /// body has nothing ready.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(limit) = self.limit else {
+            return Poll::Pending;
+        };
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if std::mem::take(&mut self.progressed) {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + limit);
+                }
+                sleep
+            }
+            None => {
+                self.progressed = false;
+                self.sleep.insert(Box::pin(tokio::time::sleep(limit)))
+            }
+        };
+        sleep.as_mut().poll(cx)
+    }
 }
 
 /// Reads and drops what is left of `body` in a task of its own, for at most [`LINGER_TIME`] and

@@ -839,10 +839,28 @@ async fn forward<S, B, ResB>(
 where
     S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
 {
-    parts.headers.remove(CONTENT_ENCODING);
-    parts.headers.remove(TRANSFER_ENCODING);
-    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    // Each lookup costs a hash; most calls arrive as they leave (unencoded, by length).
+    let as_sent = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .is_some_and(|v| is_decimal_of(v.as_bytes(), body.len()));
+    if !as_sent || parts.headers.contains_key(CONTENT_ENCODING) || parts.headers.contains_key(TRANSFER_ENCODING) {
+        parts.headers.remove(CONTENT_ENCODING);
+        parts.headers.remove(TRANSFER_ENCODING);
+        parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+    }
     ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(body))).await
+}
+
+/// Whether `text` is `n` written in decimal the one way `HeaderValue::from(n)` writes it (no sign,
+/// no leading zero).
+fn is_decimal_of(text: &[u8], n: usize) -> bool {
+    let canonical = text.first().is_some_and(|d| *d != b'0') || text == b"0";
+    let value = text.iter().try_fold(0usize, |acc, d| {
+        let digit = d.is_ascii_digit().then(|| usize::from(d - b'0'))?;
+        acc.checked_mul(10)?.checked_add(digit)
+    });
+    canonical && value == Some(n)
 }
 
 /// Forwards the request as the client sent it (the body was read, so it goes as a buffer).
@@ -905,6 +923,19 @@ fn local_error(status: StatusCode, error_type: &'static str, reason: &str) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_content_length_is_kept_only_when_written_as_esgate_would_write_it() {
+        for n in [0usize, 7, 63, 100, 1 << 40] {
+            assert!(is_decimal_of(HeaderValue::from(n).as_bytes(), n), "{n}");
+        }
+        assert!(!is_decimal_of(b"063", 63));
+        assert!(!is_decimal_of(b"+63", 63));
+        assert!(!is_decimal_of(b"64", 63));
+        assert!(!is_decimal_of(b"", 0));
+        assert!(!is_decimal_of(b"00", 0));
+        assert!(!is_decimal_of(b"18446744073709551679", 63), "no wrapping around to 63");
+    }
     use crate::elasticsearch::Dialect;
 
     fn old_error_text(literal: &[u8]) -> Option<String> {

@@ -99,6 +99,9 @@ const RENDERING_PARAMS: [&str; 2] = ["rest.exception.stacktrace.skip", "rest.exc
 /// among them gives the same one (the same answer, byte for byte, or the same plan), `None` when
 /// they differ.
 pub fn precheck_agreed(parts: &Parts, id: &str, has_content: bool, dialects: DialectSet) -> Option<Precheck> {
+    if let Some(plan) = common_shape(parts, has_content, dialects) {
+        return Some(Precheck::Check(plan));
+    }
     // The window is asked only by a `compatible-with` parameter; without one, every major answers
     // alike and one check is enough.
     let asks_version = [ACCEPT, CONTENT_TYPE].iter().any(|name| {
@@ -124,6 +127,82 @@ pub fn precheck_agreed(parts: &Parts, id: &str, has_content: bool, dialects: Dia
         }
     }
     agreed
+}
+
+/// The media types the official clients and most callers send, as exact header bytes: plain JSON,
+/// and the versioned type with `compatible-with=7`, `8` or `9` (elasticsearch-py, the Node.js
+/// client, the connectors service).
+const JSON: &[u8] = b"application/json";
+const VENDOR_JSON: &[u8] = b"application/vnd.elasticsearch+json; compatible-with=";
+
+/// The `content-type` of answers to such requests (made at compile time).
+const JSON_TYPE: HeaderValue = HeaderValue::from_static("application/json");
+const VENDOR_TYPES: [HeaderValue; 3] = [
+    HeaderValue::from_static("application/vnd.elasticsearch+json;compatible-with=7"),
+    HeaderValue::from_static("application/vnd.elasticsearch+json;compatible-with=8"),
+    HeaderValue::from_static("application/vnd.elasticsearch+json;compatible-with=9"),
+];
+
+/// A header value of [`JSON`], or of [`VENDOR_JSON`] with its one-digit version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Common {
+    Json,
+    Vendor(u8),
+}
+
+impl Common {
+    /// The value of `name` when it is a common one; `Some(None)` when there is none. The caller
+    /// knows that no header has two values.
+    fn of(headers: &HeaderMap, name: &HeaderName) -> Option<Option<Common>> {
+        let Some(value) = headers.get(name) else {
+            return Some(None);
+        };
+        match value.as_bytes() {
+            JSON => Some(Some(Common::Json)),
+            v => match v.strip_prefix(VENDOR_JSON) {
+                Some(&[digit @ b'7'..=b'9']) => Some(Some(Common::Vendor(digit - b'0'))),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// The plan of the common request shape, found without parsing anything: no query string, a body
+/// with content, and `Content-Type` (with `Accept` alike or absent) one of the [`Common`] values,
+/// whose version every candidate node accepts. [`precheck`] makes the same plan of it, slowly:
+/// `common_shape_is_what_precheck_says` proves it for every value, window and dialect set.
+/// `None`: any other request, which takes the full replay.
+fn common_shape(parts: &Parts, has_content: bool, dialects: DialectSet) -> Option<Plan> {
+    if !has_content || parts.uri.query().is_some() {
+        return None;
+    }
+    let headers = &parts.headers;
+    // No header with two values: none of the single-valued ones has two different values, and
+    // `Accept` and `Content-Type` have one each at most.
+    if headers.len() != headers.keys_len() {
+        return None;
+    }
+    let content_type = Common::of(headers, &CONTENT_TYPE)??;
+    let accept = Common::of(headers, &ACCEPT)?;
+    let content_type_value = match (accept, content_type) {
+        (None | Some(Common::Json), Common::Json) => JSON_TYPE,
+        (Some(Common::Vendor(a)), Common::Vendor(c)) if a == c => {
+            let in_window = |m: Major| (m.minimum()..=m.current()).contains(&(a as i8));
+            if dialects.is_empty() || !dialects.iter().all(|d| in_window(d.major())) {
+                return None;
+            }
+            VENDOR_TYPES[usize::from(a - 7)].clone()
+        }
+        _ => return None,
+    };
+    Some(Plan {
+        format: ResponseFormat {
+            pretty: false,
+            content_type: content_type_value,
+            opaque_id: headers.get(X_OPAQUE_ID).cloned(),
+        },
+        unrecognized: None,
+    })
 }
 
 impl Precheck {
@@ -314,6 +393,76 @@ mod tests {
 
     fn run(uri: &str, headers: &[(&str, &str)], has_content: bool) -> Precheck {
         precheck(&parts(uri, headers), "my-connector", has_content, Major::V9)
+    }
+
+    /// The shortcut and the full replay agree wherever the shortcut answers, and it answers for
+    /// what the official clients send.
+    #[test]
+    fn common_shape_is_what_precheck_says() {
+        use crate::elasticsearch::dialect::Dialect;
+        let values = [
+            None,
+            Some("application/json"),
+            Some("application/vnd.elasticsearch+json; compatible-with=7"),
+            Some("application/vnd.elasticsearch+json; compatible-with=8"),
+            Some("application/vnd.elasticsearch+json; compatible-with=9"),
+            Some("application/vnd.elasticsearch+json; compatible-with=6"),
+            Some("application/vnd.elasticsearch+json;compatible-with=8"),
+            Some("Application/JSON"),
+            Some("application/json; charset=UTF-8"),
+        ];
+        let mut sets: Vec<DialectSet> = Dialect::ALL.iter().map(|d| DialectSet::one(*d)).collect();
+        sets.extend([
+            DialectSet::ALL,
+            DialectSet::of_major(Major::V8),
+            DialectSet::of_major(Major::V9),
+        ]);
+        let mut shortcuts = 0;
+        for uri in [PATH, "/_connector/my-connector/_error?pretty"] {
+            for accept in values {
+                for content_type in values {
+                    for opaque in [None, Some("op-1")] {
+                        let mut headers = Vec::new();
+                        headers.extend(accept.map(|v| ("accept", v)));
+                        headers.extend(content_type.map(|v| ("content-type", v)));
+                        headers.extend(opaque.map(|v| ("x-opaque-id", v)));
+                        let parts = parts(uri, &headers);
+                        for has_content in [true, false] {
+                            for dialects in &sets {
+                                let Some(plan) = common_shape(&parts, has_content, *dialects) else {
+                                    continue;
+                                };
+                                shortcuts += 1;
+                                let slow = (Major::V9, Major::V8);
+                                let majors = [slow.0, slow.1]
+                                    .into_iter()
+                                    .filter(|m| dialects.iter().any(|d| d.major() == *m));
+                                for major in majors {
+                                    match precheck(&parts, "my-connector", has_content, major) {
+                                        Precheck::Check(full) => assert_eq!(full, plan, "{headers:?} {major:?}"),
+                                        other => panic!(
+                                            "{headers:?} {major:?}: the shortcut planned, precheck said {other:?}"
+                                        ),
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // What the clients send: plain JSON, and the versioned type in both headers.
+        let sent = |headers: &[(&str, &str)], dialects| common_shape(&parts(PATH, headers), true, dialects).is_some();
+        let v8 = "application/vnd.elasticsearch+json; compatible-with=8";
+        assert!(sent(&[JSON], DialectSet::ALL));
+        assert!(sent(&[("accept", v8), ("content-type", v8)], DialectSet::ALL));
+        assert!(
+            !sent(&[("content-type", v8)], DialectSet::ALL),
+            "a version on one header only is refused"
+        );
+        // Plain JSON and compatible-with=8 for all 12 sets, 7 and 9 for the sets of one major
+        // (5 + 1 and 4 + 1 of them), each with and without X-Opaque-Id.
+        assert_eq!(shortcuts, 2 * (2 * 12 + 12 + 6 + 5), "{shortcuts}");
     }
 
     #[test]

@@ -11,8 +11,6 @@
 //! Netty hands Elasticsearch the request line one byte per Java `char` (ISO-8859-1), so the
 //! decoders here work on bytes and give back the Java string Elasticsearch would hold.
 
-use super::java::java_split;
-
 /// What a raw path is, for the intercepted API.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -32,16 +30,11 @@ pub enum ConnectorId {
     BadEscape,
 }
 
-/// Matches a raw (undecoded) request path.
+/// Matches a raw (undecoded) request path. Called for every `PUT`, so it allocates nothing
+/// unless the path is the route's.
 pub fn match_path(raw_path: &str) -> Route {
-    let segments = java_split(raw_path.as_bytes(), b'/');
-    // PathTrie skips one leading empty segment: the initial `/`.
-    let segments = match segments.split_first() {
-        Some(([], rest)) => rest,
-        _ => &segments[..],
-    };
-    match segments {
-        [connector, id, error] if *connector == b"_connector" && *error == b"_error" => {
+    match three_segments(raw_path.as_bytes()) {
+        Some([connector, id, error]) if connector == b"_connector" && error == b"_error" => {
             Route::UpdateError(match decode_component(id, false) {
                 Ok(id) => ConnectorId::Decoded(id),
                 Err(_) => ConnectorId::BadEscape,
@@ -49,6 +42,18 @@ pub fn match_path(raw_path: &str) -> Route {
         }
         _ => Route::Other,
     }
+}
+
+/// The segments of `path` when there are exactly three, as `PathTrie` sees them: Java's
+/// `split("/")` (trailing empty strings dropped), then one leading empty segment skipped.
+/// `the_segments_are_java_s` checks it against [`java_split`](super::java::java_split).
+fn three_segments(path: &[u8]) -> Option<[&[u8]; 3]> {
+    let end = path.iter().rposition(|b| *b != b'/')? + 1;
+    let path = &path[..end];
+    let path = path.strip_prefix(b"/").unwrap_or(path);
+    let mut parts = path.splitn(4, |b| *b == b'/');
+    let segments = [parts.next()?, parts.next()?, parts.next()?];
+    parts.next().is_none().then_some(segments)
 }
 
 /// `RestUtils.decodeComponent`: `%XX` escapes and `%%` decoded, the bytes read as UTF-8 (malformed
@@ -114,6 +119,7 @@ pub fn latin1(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::java::java_split;
     use super::*;
 
     fn id(s: &str) -> Route {
@@ -191,6 +197,40 @@ mod tests {
         assert_eq!(decode_component(b"a+b%20c", true), Ok("a b c".to_owned()));
         assert_eq!(decode_component(b"a+b", true), Ok("a b".to_owned()));
         assert_eq!(decode_component(b"a+b", false), Ok("a+b".to_owned()));
+    }
+
+    #[test]
+    fn the_segments_are_java_s() {
+        fn reference(path: &[u8]) -> Option<[&[u8]; 3]> {
+            let segments = java_split(path, b'/');
+            let segments = match segments.split_first() {
+                Some(([], rest)) => rest.to_vec(),
+                _ => segments,
+            };
+            <[&[u8]; 3]>::try_from(segments).ok()
+        }
+        let pieces = ["", "/", "//", "a", "_connector", "_error", "%2F", "é"];
+        let mut paths = vec![Vec::new()];
+        for _ in 0..4 {
+            let mut longer = Vec::new();
+            for path in &paths {
+                for piece in pieces {
+                    longer.push([path.as_slice(), piece.as_bytes()].concat());
+                }
+            }
+            paths.extend(longer);
+        }
+        paths.sort();
+        paths.dedup();
+        assert!(paths.len() > 1000, "{}", paths.len());
+        for path in &paths {
+            assert_eq!(
+                three_segments(path),
+                reference(path),
+                "{}",
+                String::from_utf8_lossy(path)
+            );
+        }
     }
 
     #[test]
