@@ -124,10 +124,43 @@ pub(crate) fn check(body: &[u8], dialect: Dialect) -> BodyVerdict {
 pub(crate) fn canonical_literal(body: &[u8]) -> Option<&[u8]> {
     let inner = body.strip_prefix(b"{\"error\":")?.strip_suffix(b"}")?;
     let value = inner.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    value
-        .iter()
-        .all(|b| matches!(b, 0x20..=0x7E) && *b != b'"' && *b != b'\\')
-        .then_some(inner)
+    plain(value).then_some(inner)
+}
+
+/// A byte that Jackson reads and writes as itself inside a string: printable ASCII but `"` and `\`.
+fn plain_byte(b: u8) -> bool {
+    matches!(b, 0x20..=0x7E) && b != b'"' && b != b'\\'
+}
+
+/// Whether every byte of `value` is [`plain_byte`]: eight at a time, since the common error
+/// text is all plain and this scan is the main cost of checking it.
+fn plain(value: &[u8]) -> bool {
+    let mut words = value.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        if !plain_word(u64::from_le_bytes(bytes)) {
+            return false;
+        }
+    }
+    words.remainder().iter().all(|b| plain_byte(*b))
+}
+
+/// [`plain_byte`] for all eight bytes of `w` at once. `has_less(x, n)` is nonzero exactly when
+/// some byte of `x` is below `n` (for `n` up to 128); a byte equal to `c` is a zero byte of
+/// `x ^ c`, and so below 1.
+fn plain_word(w: u64) -> bool {
+    const ONES: u64 = u64::MAX / 255;
+    const HIGH: u64 = ONES * 0x80;
+    const fn has_less(x: u64, n: u64) -> u64 {
+        x.wrapping_sub(ONES * n) & !x & HIGH
+    }
+    let special = (w & HIGH)
+        | has_less(w, 0x20)
+        | has_less(w ^ (ONES * 0x7F), 1)
+        | has_less(w ^ (ONES * u64::from(b'"')), 1)
+        | has_less(w ^ (ONES * u64::from(b'\\')), 1);
+    special == 0
 }
 
 // ===== encoding detection (Jackson's ByteSourceJsonBootstrapper) =====
@@ -1606,6 +1639,25 @@ mod tests {
         ] {
             assert!(canonical_literal(body).is_none(), "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn the_word_at_a_time_scan_is_the_byte_at_a_time_one() {
+        // Every byte value at every place of a plain value, of every length up to three words
+        // (whole words and remainders alike), with plain neighbours and with a special one.
+        for len in 1..=24 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut value = vec![b'a'; len];
+                    value[at] = b;
+                    assert_eq!(plain(&value), plain_byte(b), "{b:#x} at {at} of {len}");
+                    value[(at + 1) % len] = 0x80;
+                    assert!(!plain(&value), "{b:#x} at {at} of {len}, and 0x80");
+                }
+            }
+        }
+        assert!(plain(b""));
+        assert!(plain(b" ~!#$%&'()*+,-./0123456789:;<=>?@[]^_`{|}"));
     }
 
     #[test]
