@@ -151,10 +151,9 @@ enum Common {
 }
 
 impl Common {
-    /// The value of `name` when it is a common one; `Some(None)` when there is none. The caller
-    /// knows that no header has two values.
-    fn of(headers: &HeaderMap, name: &HeaderName) -> Option<Option<Common>> {
-        let Some(value) = headers.get(name) else {
+    /// `value` when it is a common one; `Some(None)` when there is none.
+    fn of(value: Option<&HeaderValue>) -> Option<Option<Common>> {
+        let Some(value) = value else {
             return Some(None);
         };
         match value.as_bytes() {
@@ -173,7 +172,7 @@ impl Common {
 /// `common_shape_is_what_precheck_says` proves it for every value, window and dialect set.
 /// `None`: any other request, which takes the full replay.
 fn common_shape(parts: &Parts, has_content: bool, dialects: DialectSet) -> Option<Plan> {
-    if !has_content || parts.uri.query().is_some() {
+    if !has_content || parts.uri.query().is_some() || dialects.is_empty() {
         return None;
     }
     let headers = &parts.headers;
@@ -182,13 +181,24 @@ fn common_shape(parts: &Parts, has_content: bool, dialects: DialectSet) -> Optio
     if headers.len() != headers.keys_len() {
         return None;
     }
-    let content_type = Common::of(headers, &CONTENT_TYPE)??;
-    let accept = Common::of(headers, &ACCEPT)?;
+    // One pass over the few headers there are, rather than a hashed lookup for each name.
+    let (mut content_type, mut accept, mut opaque_id) = (None, None, None);
+    for (name, value) in headers {
+        if name == CONTENT_TYPE {
+            content_type = Some(value);
+        } else if name == ACCEPT {
+            accept = Some(value);
+        } else if name == X_OPAQUE_ID {
+            opaque_id = Some(value);
+        }
+    }
+    let content_type = Common::of(content_type)??;
+    let accept = Common::of(accept)?;
     let content_type_value = match (accept, content_type) {
         (None | Some(Common::Json), Common::Json) => JSON_TYPE,
         (Some(Common::Vendor(a)), Common::Vendor(c)) if a == c => {
             let in_window = |m: Major| (m.minimum()..=m.current()).contains(&(a as i8));
-            if dialects.is_empty() || !dialects.iter().all(|d| in_window(d.major())) {
+            if !dialects.iter().all(|d| in_window(d.major())) {
                 return None;
             }
             VENDOR_TYPES[usize::from(a - 7)].clone()
@@ -199,7 +209,7 @@ fn common_shape(parts: &Parts, has_content: bool, dialects: DialectSet) -> Optio
         format: ResponseFormat {
             pretty: false,
             content_type: content_type_value,
-            opaque_id: headers.get(X_OPAQUE_ID).cloned(),
+            opaque_id: opaque_id.cloned(),
         },
         unrecognized: None,
     })
@@ -413,6 +423,7 @@ mod tests {
         ];
         let mut sets: Vec<DialectSet> = Dialect::ALL.iter().map(|d| DialectSet::one(*d)).collect();
         sets.extend([
+            DialectSet::EMPTY,
             DialectSet::ALL,
             DialectSet::of_major(Major::V8),
             DialectSet::of_major(Major::V9),
