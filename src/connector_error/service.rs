@@ -227,7 +227,12 @@ where
     }
 }
 
-/// The intercepted route: the checks, then the record of what was done.
+/// The intercepted route: the checks, the one call of the inner service they may lead to, then
+/// the record of what was done.
+///
+/// The checks ([`decide`]) end in a [`Step`] instead of calling on: a call of the inner service
+/// is awaited in one place, here, so that the state of this future (boxed once per call) holds
+/// the request once, not once per path that might forward it.
 async fn guard<S, B, ResB>(
     inner: S,
     config: Arc<GuardConfig>,
@@ -240,14 +245,31 @@ where
     ResB: AnyBody,
 {
     let knowledge = config.knowledge.load();
-    let (mut response, verdict, error_text) = match knowledge {
+    let mut inner = inner;
+    let step = match knowledge {
         // In front of a version esgate does not model it checks nothing, not even the size.
         Knowledge::Unmodelled(version) => {
             tracing::debug!(%version, "connector error passed through: the Elasticsearch version is not modelled");
-            let response = ready_call(inner, req.map(GuardedBody::original)).await?;
-            (response, Verdict::Unchecked(unchecked::UNMODELLED_VERSION), None)
+            Step::Call {
+                request: req.map(GuardedBody::original),
+                verdict: Verdict::Unchecked(unchecked::UNMODELLED_VERSION),
+                error_text: None,
+            }
         }
-        Knowledge::Dialects(dialects) => check(inner, &config, dialects, req, &connector_id).await?,
+        Knowledge::Dialects(dialects) => decide(&mut inner, &config, dialects, req, &connector_id).await?,
+    };
+    let (mut response, verdict, error_text) = match step {
+        Step::Call {
+            request,
+            verdict,
+            error_text,
+        } => {
+            // Awaited here, not in a helper: one future less to move the request into.
+            std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            let response = inner.call(request).await?.map(ResponseBody::original);
+            (response, verdict, error_text)
+        }
+        Step::Answered(checked) => checked,
     };
     let (error_text, error_length) = match error_text {
         Some(ErrorText { text, length }) => (Some(text), length),
@@ -273,6 +295,18 @@ struct ErrorText {
 /// A response, what was done, and the `error` text of a valid call.
 type Checked<ResB> = (Response<ResponseBody<ResB>>, Verdict, Option<ErrorText>);
 
+/// Where the checks of one call end.
+enum Step<B, ResB> {
+    /// Send `request` to the inner service; its answer is recorded with `verdict`.
+    Call {
+        request: Request<GuardedBody<B>>,
+        verdict: Verdict,
+        error_text: Option<ErrorText>,
+    },
+    /// Answered without the inner service (or after a credential check through it).
+    Answered(Checked<ResB>),
+}
+
 /// Why a call is forwarded unchecked, beyond the model's own reasons.
 pub mod unchecked {
     /// The candidate dialects of the nodes the call may go to would not all answer it alike.
@@ -286,14 +320,14 @@ pub mod unchecked {
 }
 
 /// The checks in Elasticsearch's order (`docs/connector-error.md`, "Order of checks"), for a node
-/// speaking any of `dialects`.
-async fn check<S, B, ResB>(
-    inner: S,
+/// speaking any of `dialects`. `inner` is used here only for the credential check and canaries.
+async fn decide<S, B, ResB>(
+    inner: &mut S,
     config: &GuardConfig,
     dialects: DialectSet,
     req: Request<B>,
     id: &str,
-) -> Result<Checked<ResB>, S::Error>
+) -> Result<Step<B, ResB>, S::Error>
 where
     S: Inner<B, ResB>,
     B: AnyBody,
@@ -304,22 +338,17 @@ where
 
     // 1. The HTTP layer: size limit, deadline, budget, then decompression. These bound memory,
     // so they hold in report-only mode too.
-    let declared = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    // A client waiting for `100 Continue` sends no body when answered first: nothing to drain
-    // (and draining would ask for the body).
-    let expects_continue = parts
-        .headers
-        .get(EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let framing = Framing::of(&parts.headers);
+    let Framing {
+        declared,
+        expects_continue,
+        ..
+    } = framing;
     if declared.is_some_and(|n| n > limit as u64) {
         if !expects_continue {
             linger(Box::pin(body));
         }
-        return Ok(local(too_large(limit)));
+        return Ok(Step::Answered(local(too_large(limit))));
     }
     // Pinned once, for any body type; this route only.
     let mut body = Box::pin(body);
@@ -344,17 +373,17 @@ where
             if drain {
                 linger(body);
             }
-            return Ok(local(response));
+            return Ok(Step::Answered(local(response)));
         }
     };
     drop(body);
 
     // 1.–11.: decoding and the pure checks, on the blocking pool for a large body.
-    let encoded = parts.headers.contains_key(CONTENT_ENCODING);
+    let encoded = framing.encoded;
     let heavy = raw.len() > INLINE_CHECK_BYTES || (encoded && raw.len() > INLINE_ENCODED_BYTES);
     let task = Assess {
         raw: raw.clone(),
-        id: id.to_owned(),
+        encoded,
         dialects,
         limit,
         budget: config.budget.clone(),
@@ -362,52 +391,71 @@ where
         check_length: config.auth.is_none(),
     };
     let (parts, assessment) = match tokio::runtime::Handle::try_current() {
-        Ok(runtime) if heavy => {
-            let kept = parts.clone();
-            match runtime
-                .spawn_blocking(move || {
-                    let assessment = task.run(&parts);
-                    (parts, assessment)
-                })
-                .await
-            {
-                Ok(done) => done,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the check of a connector error body failed");
-                    (kept, Assessment::Unchecked(unchecked::CHECK_FAILED))
-                }
-            }
-        }
+        Ok(runtime) if heavy => Box::pin(assess_blocking(runtime, task, parts, id.to_owned())).await,
         _ => {
-            let assessment = task.run(&parts);
+            let assessment = task.run(&parts, id);
             (parts, assessment)
         }
     };
 
     match assessment {
-        Assessment::Local(response) => Ok(local(response)),
-        Assessment::Unchecked(why) => unchecked(inner, parts, raw, why).await,
+        Assessment::Local(response) => Ok(Step::Answered(local(response))),
+        Assessment::Unchecked(why) => Ok(unchecked(parts, raw, why)),
         Assessment::Refuse(response) if config.report_only => {
             let rejection = rejection_of(&response);
-            would_reject(inner, parts, raw, rejection).await
+            tracing::debug!(error_type = rejection.label(), "report-only: would reject; forwarded");
+            Ok(Step::Call {
+                request: Request::from_parts(parts, GuardedBody::buffered(raw)),
+                verdict: Verdict::WouldReject(rejection),
+                error_text: None,
+            })
         }
         Assessment::Refuse(response) => {
             let kind = rejection_of(&response).label();
             if let Some(canary) = &config.canary {
                 if canary.disabled(kind) {
-                    return unchecked(inner, parts, raw, unchecked::CANARY_MISMATCH).await;
+                    return Ok(unchecked(parts, raw, unchecked::CANARY_MISMATCH));
                 }
                 if let Some(permit) = canary.sample() {
                     send_canary(inner.clone(), &parts, &raw, &response, kind, permit);
                 }
             }
             tracing::debug!(connector_id = %id, error_type = kind, "connector error rejected locally");
-            refuse(inner, config, parts, raw, response).await
+            match &config.auth {
+                None => Ok(Step::Answered(local(response))),
+                Some(auth) => Box::pin(refuse(inner, auth, parts, raw, response)).await,
+            }
         }
         Assessment::Accept { body, error_text } => {
             drop(raw);
-            let response = forward(inner, parts, body).await?;
-            Ok((response, Verdict::Forwarded, error_text))
+            Ok(Step::Call {
+                request: forward(parts, body, framing),
+                verdict: Verdict::Forwarded,
+                error_text,
+            })
+        }
+    }
+}
+
+/// [`Assess::run`] on tokio's blocking pool, for a body too large to check on a worker thread.
+async fn assess_blocking(
+    runtime: tokio::runtime::Handle,
+    task: Assess,
+    parts: http::request::Parts,
+    id: String,
+) -> (http::request::Parts, Assessment) {
+    let kept = parts.clone();
+    match runtime
+        .spawn_blocking(move || {
+            let assessment = task.run(&parts, &id);
+            (parts, assessment)
+        })
+        .await
+    {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::warn!(error = %e, "the check of a connector error body failed");
+            (kept, Assessment::Unchecked(unchecked::CHECK_FAILED))
         }
     }
 }
@@ -428,7 +476,8 @@ enum Assessment {
 /// The inputs of the pure checks, owned so that they can move to the blocking pool.
 struct Assess {
     raw: Bytes,
-    id: String,
+    /// The request has a `Content-Encoding`.
+    encoded: bool,
     dialects: DialectSet,
     limit: usize,
     budget: Budget,
@@ -438,26 +487,30 @@ struct Assess {
 
 impl Assess {
     /// Decoding, then steps 2.–11. of `docs/connector-error.md`, "Order of checks".
-    fn run(self, parts: &http::request::Parts) -> Assessment {
+    fn run(self, parts: &http::request::Parts, id: &str) -> Assessment {
         let Assess {
             raw,
-            id,
+            encoded,
             dialects,
             limit,
             budget,
             text_limit,
             check_length,
         } = self;
-        let decoded = match decode_budgeted(parts.headers.get_all(CONTENT_ENCODING), &raw, limit, &budget) {
-            Err(trip) => return Assessment::Local(trip.response()),
-            Ok(Decoded::Identity) => raw,
-            Ok(Decoded::Plain(bytes)) => bytes,
-            Ok(Decoded::TooLarge) => return Assessment::Local(too_large(limit)),
-            Ok(Decoded::Unchecked(why)) => return Assessment::Unchecked(why),
+        let decoded = if !encoded {
+            raw
+        } else {
+            match decode_budgeted(parts.headers.get_all(CONTENT_ENCODING), &raw, limit, &budget) {
+                Err(trip) => return Assessment::Local(trip.response()),
+                Ok(Decoded::Identity) => raw,
+                Ok(Decoded::Plain(bytes)) => bytes,
+                Ok(Decoded::TooLarge) => return Assessment::Local(too_large(limit)),
+                Ok(Decoded::Unchecked(why)) => return Assessment::Unchecked(why),
+            }
         };
 
         // 2.–6. Query string, media types, output format, content type.
-        let Some(precheck) = precheck_agreed(parts, &id, !decoded.is_empty(), dialects) else {
+        let Some(precheck) = precheck_agreed(parts, id, !decoded.is_empty(), dialects) else {
             return Assessment::Unchecked(unchecked::VERSION_DEPENDENT);
         };
         let plan = match precheck {
@@ -467,10 +520,11 @@ impl Assess {
         };
 
         // 9.–11. The body, unknown parameters, the connector id; all after authentication.
-        let (literal, _literal_reservation) = match accepted_literal(&decoded, dialects) {
-            Some(Literal::Canonical(literal)) => (literal, None),
+        // `canonical`: the body is known to be canonical already (the fast path saw it whole).
+        let (literal, _literal_reservation, canonical) = match accepted_literal(&decoded, dialects) {
+            Some(Literal::Canonical(literal)) => (literal, None, true),
             Some(Literal::Checked(BodyVerdict::Accept { literal })) => match budget.reserve(literal.len()) {
-                Ok(reservation) => (literal, Some(reservation)),
+                Ok(reservation) => (literal, Some(reservation), false),
                 Err(trip) => return Assessment::Local(trip.response()),
             },
             Some(Literal::Checked(BodyVerdict::Unchecked(why))) => return Assessment::Unchecked(why),
@@ -485,12 +539,12 @@ impl Assess {
         if let Some(error) = plan.unrecognized {
             return Assessment::Refuse(plan.format.respond(&error));
         }
-        if let Err(error) = check_connector_id(&id, check_length) {
+        if let Err(error) = check_connector_id(id, check_length) {
             return Assessment::Refuse(plan.format.respond(&error));
         }
         let error_text = text_limit.and_then(|cap| error_text(&literal, cap.saturating_add(REDACTION_CONTEXT)));
         // The bytes received (or decoded) go on when they already are canonical.
-        if is_canonical(&decoded, &literal) {
+        if canonical || is_canonical(&decoded, &literal) {
             return Assessment::Accept {
                 body: decoded,
                 error_text,
@@ -545,36 +599,37 @@ fn accepted_literal(body: &Bytes, dialects: DialectSet) -> Option<Literal> {
     check_body_agreed(body, dialects).map(Literal::Checked)
 }
 
-/// Answers `response` locally. With the credential check on, the caller's credentials are
-/// checked first: a secured cluster authenticates every request before any of these checks
-/// (`docs/connector-error.md`, "Order of checks"), so a caller it would refuse gets its 401.
+/// Answers `response` locally once the caller's credentials pass: a secured cluster
+/// authenticates every request before any of these checks (`docs/connector-error.md`, "Order of
+/// checks"), so a caller it would refuse gets its 401.
 async fn refuse<S, B, ResB>(
-    mut inner: S,
-    config: &GuardConfig,
+    inner: &mut S,
+    auth: &AuthCheck,
     parts: http::request::Parts,
     raw: Bytes,
     response: Response<Body>,
-) -> Result<Checked<ResB>, S::Error>
+) -> Result<Step<B, ResB>, S::Error>
 where
     S: Inner<B, ResB>,
     B: AnyBody,
     ResB: AnyBody,
 {
-    if let Some(auth) = &config.auth {
-        match auth.check(&mut inner, &parts).await? {
-            Outcome::Authenticated => {}
-            Outcome::Refused(response) => {
-                let rejection = Rejection {
-                    status: response.status().as_u16(),
-                    error_type: None,
-                    reason: "the credentials were refused by Elasticsearch".to_owned(),
-                };
-                return Ok((into_local(response), Verdict::Rejected(rejection), None));
-            }
-            Outcome::Unchecked => return unchecked(inner, parts, raw, "credentials could not be checked").await,
+    match auth.check(inner, &parts).await? {
+        Outcome::Authenticated => Ok(Step::Answered(local(response))),
+        Outcome::Refused(response) => {
+            let rejection = Rejection {
+                status: response.status().as_u16(),
+                error_type: None,
+                reason: "the credentials were refused by Elasticsearch".to_owned(),
+            };
+            Ok(Step::Answered((
+                into_local(response),
+                Verdict::Rejected(rejection),
+                None,
+            )))
         }
+        Outcome::Unchecked => Ok(unchecked(parts, raw, "credentials could not be checked")),
     }
-    Ok(local(response))
 }
 
 /// The `error` text of an accepted body, its first `cap` bytes at most (cut at a character
@@ -789,67 +844,75 @@ fn rejection_of(response: &Response<Body>) -> Rejection {
         .unwrap_or_else(|| Rejection::simple(response.status().as_u16(), b""))
 }
 
-/// Report-only: forwards the call unchanged, recording what esgate would have answered.
-async fn would_reject<S, B, ResB>(
-    inner: S,
-    parts: http::request::Parts,
-    raw: Bytes,
-    rejection: Rejection,
-) -> Result<Checked<ResB>, S::Error>
-where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
-{
-    tracing::debug!(error_type = rejection.label(), "report-only: would reject; forwarded");
-    let response = ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(raw))).await?;
-    Ok((response, Verdict::WouldReject(rejection), None))
+/// Forwards the call as the client sent it (the body was read, so it goes as a buffer): esgate
+/// cannot tell what Elasticsearch would answer.
+fn unchecked<B, ResB>(parts: http::request::Parts, raw: Bytes, why: &'static str) -> Step<B, ResB> {
+    tracing::debug!(reason = why, "connector error passed through unchecked");
+    Step::Call {
+        request: Request::from_parts(parts, GuardedBody::buffered(raw)),
+        verdict: Verdict::Unchecked(why),
+        error_text: None,
+    }
 }
 
-/// Calls `inner` with `req` once it is ready.
-async fn ready_call<S, B, ResB>(
-    mut inner: S,
-    req: Request<GuardedBody<B>>,
-) -> Result<Response<ResponseBody<ResB>>, S::Error>
-where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
-{
-    std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
-    Ok(inner.call(req).await?.map(ResponseBody::original))
-}
-
-/// Forwards the call unchanged: esgate cannot tell what Elasticsearch would answer.
-async fn unchecked<S, B, ResB>(
-    inner: S,
-    parts: http::request::Parts,
-    raw: Bytes,
-    why: &'static str,
-) -> Result<Checked<ResB>, S::Error>
-where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
-{
-    let response = forward_original(inner, parts, raw, why).await?;
-    Ok((response, Verdict::Unchecked(why), None))
-}
-
-/// Forwards with `body` as the whole body: a fresh `Content-Length`, no encodings left over.
-async fn forward<S, B, ResB>(
-    inner: S,
-    mut parts: http::request::Parts,
-    body: Bytes,
-) -> Result<Response<ResponseBody<ResB>>, S::Error>
-where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
-{
-    // Each lookup costs a hash; most calls arrive as they leave (unencoded, by length).
-    let as_sent = parts
-        .headers
-        .get(CONTENT_LENGTH)
-        .is_some_and(|v| is_decimal_of(v.as_bytes(), body.len()));
-    if !as_sent || parts.headers.contains_key(CONTENT_ENCODING) || parts.headers.contains_key(TRANSFER_ENCODING) {
+/// The request with `body` as the whole body: a fresh `Content-Length`, no encodings left over.
+/// Most calls arrive as they leave (unencoded, by length) and keep their head as it came.
+fn forward<B>(mut parts: http::request::Parts, body: Bytes, framing: Framing) -> Request<GuardedBody<B>> {
+    let as_sent = framing.exact_length == Some(body.len() as u64) && !framing.encoded && !framing.chunked;
+    if !as_sent {
         parts.headers.remove(CONTENT_ENCODING);
         parts.headers.remove(TRANSFER_ENCODING);
         parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     }
-    ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(body))).await
+    Request::from_parts(parts, GuardedBody::buffered(body))
+}
+
+/// The framing headers of an intercepted request, found in one pass over its head: a lookup by
+/// name costs a hash, and the common request has only four or five headers in all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Framing {
+    /// The first `Content-Length`, when it is a number (hyper refuses a request whose lengths
+    /// differ).
+    declared: Option<u64>,
+    /// The length when there is one `Content-Length`, written the one way `HeaderValue::from`
+    /// writes it: then a body of that length is forwarded under the same header.
+    exact_length: Option<u64>,
+    /// The first `Expect` is `100-continue`.
+    expects_continue: bool,
+    /// There is a `Content-Encoding`.
+    encoded: bool,
+    /// There is a `Transfer-Encoding`.
+    chunked: bool,
+}
+
+impl Framing {
+    fn of(headers: &http::HeaderMap) -> Framing {
+        let mut framing = Framing::default();
+        let mut lengths = 0u32;
+        let mut expect_seen = false;
+        for (name, value) in headers {
+            if name == CONTENT_LENGTH {
+                lengths += 1;
+                if lengths == 1 {
+                    framing.declared = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+                    framing.exact_length = framing
+                        .declared
+                        .filter(|n| usize::try_from(*n).is_ok_and(|n| is_decimal_of(value.as_bytes(), n)));
+                } else {
+                    framing.exact_length = None;
+                }
+            } else if name == EXPECT {
+                if !std::mem::replace(&mut expect_seen, true) {
+                    framing.expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+                }
+            } else if name == CONTENT_ENCODING {
+                framing.encoded = true;
+            } else if name == TRANSFER_ENCODING {
+                framing.chunked = true;
+            }
+        }
+        framing
+    }
 }
 
 /// Whether `text` is `n` written in decimal the one way `HeaderValue::from(n)` writes it (no sign,
@@ -861,20 +924,6 @@ fn is_decimal_of(text: &[u8], n: usize) -> bool {
         acc.checked_mul(10)?.checked_add(digit)
     });
     canonical && value == Some(n)
-}
-
-/// Forwards the request as the client sent it (the body was read, so it goes as a buffer).
-async fn forward_original<S, B, ResB>(
-    inner: S,
-    parts: http::request::Parts,
-    raw: Bytes,
-    why: &'static str,
-) -> Result<Response<ResponseBody<ResB>>, S::Error>
-where
-    S: Service<Request<GuardedBody<B>>, Response = Response<ResB>>,
-{
-    tracing::debug!(reason = why, "connector error passed through unchecked");
-    ready_call(inner, Request::from_parts(parts, GuardedBody::buffered(raw))).await
 }
 
 /// 413 in Elasticsearch's shape.
@@ -937,6 +986,43 @@ mod tests {
         assert!(!is_decimal_of(b"18446744073709551679", 63), "no wrapping around to 63");
     }
     use crate::elasticsearch::Dialect;
+
+    #[test]
+    fn framing_is_read_in_one_pass_as_lookups_by_name_would_read_it() {
+        let heads: [&[(&str, &str)]; 10] = [
+            &[("content-length", "63"), ("content-type", "application/json")],
+            &[("content-length", "063")],
+            &[("content-length", "+63")],
+            &[("content-length", "63"), ("content-length", "63")],
+            &[("content-length", "x")],
+            &[("expect", "100-Continue"), ("expect", "other")],
+            &[("expect", "other"), ("expect", "100-continue")],
+            &[("transfer-encoding", "chunked")],
+            &[("content-encoding", "gzip"), ("content-length", "10")],
+            &[],
+        ];
+        for head in heads {
+            let mut headers = http::HeaderMap::new();
+            for (name, value) in head {
+                headers.append(*name, HeaderValue::from_static(value));
+            }
+            let framing = Framing::of(&headers);
+            let declared = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            assert_eq!(framing.declared, declared, "{head:?}");
+            let exact = headers.get_all(CONTENT_LENGTH).iter().count() == 1
+                && declared.is_some_and(|n| is_decimal_of(headers[CONTENT_LENGTH].as_bytes(), n as usize));
+            assert_eq!(framing.exact_length, declared.filter(|_| exact), "{head:?}");
+            let expects = headers
+                .get(EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            assert_eq!(framing.expects_continue, expects, "{head:?}");
+            assert_eq!(framing.encoded, headers.contains_key(CONTENT_ENCODING), "{head:?}");
+            assert_eq!(framing.chunked, headers.contains_key(TRANSFER_ENCODING), "{head:?}");
+        }
+    }
 
     fn old_error_text(literal: &[u8]) -> Option<String> {
         if literal == b"null" {
