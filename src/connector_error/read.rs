@@ -1,7 +1,7 @@
 //! Reading an intercepted body into one buffer, and letting go of the rest of one after an
 //! early answer.
 //!
-//! [`read_body`] copies each frame into a single `Vec` (sized from `Content-Length` up front, or
+//! [`BodyRead`] copies each frame into a single `Vec` (sized from `Content-Length` up front, or
 //! grown as frames come) and drops the frame at once: a frame's `Bytes` pins the connection's
 //! read buffer, so keeping frames would cost a read buffer per small read, and a trickle of
 //! bytes would hold far more memory than it sent. The buffer's bytes are reserved in the
@@ -20,7 +20,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use super::budget::{Budget, Held, Tripped};
+use super::budget::{Budget, Held, Reservation, Tripped};
 use crate::BoxError;
 
 /// How long an unread body is drained after an early answer.
@@ -44,42 +44,105 @@ pub(super) enum ReadError {
     Broken(BoxError),
 }
 
-/// Reads `body` whole into one buffer paid for by `budget`. `declared` is the request's
-/// `Content-Length` (already checked against `limit`). `deadline`: the longest wait for a frame.
-/// On error the buffer is freed before returning; `body` keeps whatever was not read.
-pub(crate) async fn read_body<B>(
-    body: &mut B,
-    declared: Option<u64>,
+/// Reads a body whole into one buffer paid for by a [`Budget`]: a future by hand, so that the
+/// guard's own future can hold it by value and be named.
+pub(crate) struct BodyRead<B> {
+    body: B,
+    buf: Vec<u8>,
+    /// Pays for `buf`; `None` once the read has ended.
+    reservation: Option<Reservation>,
     limit: usize,
-    budget: &Budget,
-    deadline: Option<Duration>,
-) -> Result<Bytes, ReadError>
+    timer: Deadline,
+}
+
+impl<B> BodyRead<B>
 where
     B: http_body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX).min(limit));
-    let mut reservation = budget.reserve(declared.unwrap_or(0)).map_err(ReadError::Tripped)?;
-    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
-    let mut timer = Deadline::new(deadline);
-    loop {
-        let frame = std::future::poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(Ok(frame)),
-            Poll::Pending => timer.poll_expired(cx).map(|()| Err(ReadError::TimedOut)),
+    /// A read of `body`. `declared` is the request's `Content-Length` (already checked against
+    /// `limit`), reserved at once; `deadline`: the longest wait for a frame. On a refused
+    /// reservation the body comes back unread.
+    pub(crate) fn new(
+        body: B,
+        declared: Option<u64>,
+        limit: usize,
+        budget: &Budget,
+        deadline: Option<Duration>,
+    ) -> Result<Self, (Tripped, B)> {
+        let declared = declared.map(|n| usize::try_from(n).unwrap_or(usize::MAX).min(limit));
+        let reservation = match budget.reserve(declared.unwrap_or(0)) {
+            Ok(reservation) => reservation,
+            Err(trip) => return Err((trip, body)),
+        };
+        Ok(BodyRead {
+            body,
+            buf: Vec::with_capacity(declared.unwrap_or(0)),
+            reservation: Some(reservation),
+            limit,
+            timer: Deadline::new(deadline),
         })
-        .await?;
-        let Some(frame) = frame else { break };
-        let frame = frame.map_err(|e| ReadError::Broken(e.into()))?;
-        timer.progressed();
-        // Trailers carry nothing the checks read.
-        let Ok(data) = frame.into_data() else { continue };
+    }
+
+    /// The body, with whatever was not read of it.
+    pub(crate) fn into_body(self) -> B {
+        self.body
+    }
+
+    /// Ready with the whole body, or why it was not read whole (the buffer is freed then).
+    /// Not to be polled again once ready.
+    pub(crate) fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, ReadError>> {
+        let result = loop {
+            let frame = match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => match self.timer.poll_expired(cx) {
+                    Poll::Ready(()) => break Err(ReadError::TimedOut),
+                    Poll::Pending => return Poll::Pending,
+                },
+            };
+            let Some(frame) = frame else {
+                break Ok(());
+            };
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => break Err(ReadError::Broken(e.into())),
+            };
+            self.timer.progressed();
+            // Trailers carry nothing the checks read.
+            let Ok(data) = frame.into_data() else { continue };
+            if let Err(e) = self.append(&data) {
+                break Err(e);
+            }
+            // `data` is dropped here: the connection's read buffer is free again.
+        };
+        let buf = std::mem::take(&mut self.buf);
+        let reservation = self.reservation.take();
+        Poll::Ready(match (result, reservation) {
+            (Ok(()), Some(reservation)) => {
+                let mut buf = buf;
+                if buf.capacity() - buf.len() > 64 * 1024 {
+                    buf.shrink_to_fit();
+                }
+                Ok(Held::new(buf, reservation).into_bytes())
+            }
+            (Ok(()), None) => Err(ReadError::Broken("the body was read already".into())),
+            (Err(e), _) => Err(e),
+        })
+    }
+
+    /// Appends a frame's data, growing the buffer (and its reservation) within the limit.
+    fn append(&mut self, data: &[u8]) -> Result<(), ReadError> {
+        let buf = &mut self.buf;
         let needed = buf.len().saturating_add(data.len());
-        if needed > limit {
+        if needed > self.limit {
             return Err(ReadError::TooLarge);
         }
         if needed > buf.capacity() {
+            let Some(reservation) = self.reservation.as_mut() else {
+                return Err(ReadError::Broken("the body was read already".into()));
+            };
             // Doubling (within the limit) when the budget allows it, else just what is needed.
-            let preferred = needed.max(buf.capacity().saturating_mul(2).max(FIRST_CHUNK).min(limit));
+            let preferred = needed.max(buf.capacity().saturating_mul(2).max(FIRST_CHUNK).min(self.limit));
             let grown = match reservation.try_grow(preferred - buf.capacity()) {
                 Ok(()) => preferred,
                 Err(_) => {
@@ -89,13 +152,9 @@ where
             };
             buf.reserve_exact(grown - buf.len());
         }
-        buf.extend_from_slice(&data);
-        // `data` is dropped here: the connection's read buffer is free again.
+        buf.extend_from_slice(data);
+        Ok(())
     }
-    if buf.capacity() - buf.len() > 64 * 1024 {
-        buf.shrink_to_fit();
-    }
-    Ok(Held::new(buf, reservation).into_bytes())
 }
 
 /// The body deadline: at most this long without a frame. Its timer is started only when a frame
@@ -195,6 +254,19 @@ mod tests {
         ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
             self.0.poll_recv(cx).map(|b| b.map(|b| Ok(http_body::Frame::data(b))))
         }
+    }
+
+    /// The whole read as one future.
+    async fn read_body(
+        body: &mut Body,
+        declared: Option<u64>,
+        limit: usize,
+        budget: &Budget,
+        deadline: Option<Duration>,
+    ) -> Result<Bytes, ReadError> {
+        let mut read =
+            BodyRead::new(body, declared, limit, budget, deadline).map_err(|(trip, _)| ReadError::Tripped(trip))?;
+        std::future::poll_fn(|cx| read.poll_read(cx)).await
     }
 
     fn chunks(parts: &[&'static [u8]]) -> Body {

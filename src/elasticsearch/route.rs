@@ -112,9 +112,13 @@ fn hex_nibble(c: u8) -> Option<u8> {
 }
 
 /// The Java string Netty makes of raw header or request-line bytes: one `char` per byte
-/// (ISO-8859-1).
+/// (ISO-8859-1). ASCII, what connector ids nearly always are, reads the same in UTF-8 and is
+/// copied as it is instead of char by char.
 pub fn latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| char::from(b)).collect()
+    match std::str::from_utf8(bytes) {
+        Ok(ascii) if ascii.is_ascii() => ascii.to_owned(),
+        _ => bytes.iter().map(|&b| char::from(b)).collect(),
+    }
 }
 
 #[cfg(test)]
