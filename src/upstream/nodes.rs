@@ -159,7 +159,7 @@ impl Nodes {
             let i = (start + k) % n;
             let until = self.nodes[i].dead_until_ms.load(Ordering::Relaxed);
             if until <= now {
-                plan.order[plan.len] = i;
+                plan.order[usize::from(plan.len)] = i as u32;
                 plan.len += 1;
             } else {
                 dead[dead_len] = (until, i);
@@ -168,7 +168,7 @@ impl Nodes {
         }
         dead[..dead_len].sort_unstable();
         for (_, i) in &dead[..dead_len] {
-            plan.order[plan.len] = *i;
+            plan.order[usize::from(plan.len)] = *i as u32;
             plan.len += 1;
         }
         plan
@@ -330,9 +330,11 @@ fn backoff_delay(backoff: Duration, max: Duration, failures: u32) -> Duration {
 /// The nodes to try for one request, in order. A fixed array: no allocation per request.
 #[derive(Debug)]
 pub struct Plan {
-    order: [usize; Plan::MAX],
-    len: usize,
-    next: usize,
+    /// Node indices (each a configured URL, so far below `u32::MAX`): 4 bytes each rather than 8,
+    /// since the plan lives in every request's future.
+    order: [u32; Plan::MAX],
+    len: u8,
+    next: u8,
 }
 
 impl Plan {
@@ -344,9 +346,9 @@ impl Iterator for Plan {
     type Item = usize;
 
     fn next(&mut self) -> Option<usize> {
-        let i = *self.order[..self.len].get(self.next)?;
+        let i = *self.order[..usize::from(self.len)].get(usize::from(self.next))?;
         self.next += 1;
-        Some(i)
+        Some(i as usize)
     }
 }
 
