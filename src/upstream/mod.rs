@@ -19,12 +19,13 @@
 //! a new connection or the next node; a request that went out on a *reused* connection which the
 //! node closed before any answer (it had closed its keep-alive end as the request crossed) is sent
 //! once more on a new connection when its method is idempotent (RFC 9110 §9.2.2) and its body is
-//! complete in memory ([`replayable`]). A streamed body is never sent twice.
+//! complete in memory (see the `replay` module). A streamed body is never sent twice.
 
 mod body;
 mod health;
 pub mod nodes;
 mod pool;
+mod replay;
 mod version;
 
 use crate::elasticsearch::SharedKnowledge;
@@ -46,6 +47,7 @@ pub use self::body::UpstreamBody;
 pub(crate) use self::version::parse_root;
 use self::nodes::{Learned, Nodes};
 use self::pool::{Holder, Idle, Sender};
+use self::replay::Replay;
 use crate::body::Body;
 use crate::config::{Config, EsVersion, UpstreamConfig};
 use crate::connect::ConnectError;
@@ -419,11 +421,19 @@ type TrySendError = hyper::client::conn::TrySendError<Request<UpstreamBody>>;
 enum Failure {
     /// Nothing was sent: the request comes back and may go to another node.
     NotSent(Request<UpstreamBody>, String),
-    /// Sent on a reused connection that the node closed before answering; the copy kept may be
-    /// sent once more on a new connection (see [`replayable`]).
+    /// Sent on a reused connection that the node closed before answering; the copy kept is now
+    /// the next request, to be sent once more on a new connection.
     Stale(String),
     /// Part of the request may have reached the node: answer, do not retry.
     Answered(Response<Body>),
+}
+
+/// The one slot of [`UpstreamService::forward`]: what goes out next.
+enum Next {
+    /// The client's request, or one a node gave back unsent.
+    Send(Request<UpstreamBody>),
+    /// The copy of a request sent on a reused connection, kept until its answer starts.
+    Copy(Replay),
 }
 
 /// Why no node answered, for the final error.
@@ -446,14 +456,12 @@ impl UpstreamService {
         req: Request<UpstreamBody>,
         mut sent: Option<oneshot::Receiver<()>>,
     ) -> impl Future<Output = Result<Response<Body>, Infallible>> + Send {
-        let mut next = Some(req);
+        // Query strings may carry secrets: logged with them masked. Boxed: only with debug logs.
+        let logged = tracing::enabled!(tracing::Level::DEBUG).then(|| Box::new(Logged::of(&req)));
+        let mut next = Some(Next::Send(req));
         async move {
             let shared = &*self.shared;
             let started = (shared.annotate || tracing::enabled!(tracing::Level::DEBUG)).then(Instant::now);
-            // Query strings may carry secrets: logged with them masked. Boxed: only with debug logs.
-            let logged = tracing::enabled!(tracing::Level::DEBUG)
-                .then(|| next.as_ref().map(|req| Box::new(Logged::of(req))))
-                .flatten();
             let mut last = NoAnswer::Node(String::from("no upstream node is configured"));
             let mut tried = false;
             for index in shared.nodes.plan(self.conn.next_start()) {
@@ -488,7 +496,7 @@ impl UpstreamService {
                     // Every path below that continues puts a request back first. `req` is only
                     // ever moved, never borrowed here: a borrowed local keeps its place in the
                     // future across the wait, and this one is 280 bytes.
-                    let Some(req) = next.take() else { break };
+                    let Some(Next::Send(req)) = next.take() else { break };
                     let (response, limit) = self.send(index, send, reused, req, &mut next);
                     let result = match limit {
                         None => response.await,
@@ -508,7 +516,7 @@ impl UpstreamService {
                             }
                         }
                     };
-                    match self.settle(index, result, next.is_some()) {
+                    match self.settle(index, result, &mut next) {
                         Ok(mut response) => {
                             let node = shared.nodes.get(index);
                             if let (Some(t0), Some(logged)) = (started, &logged) {
@@ -525,7 +533,7 @@ impl UpstreamService {
                         }
                         Err(Failure::Answered(response)) => return Ok(response),
                         Err(Failure::NotSent(back, why)) => {
-                            next = Some(back);
+                            next = Some(Next::Send(back));
                             if !matches!(last, NoAnswer::Local(_)) {
                                 last = NoAnswer::Node(why);
                             }
@@ -580,16 +588,16 @@ impl UpstreamService {
         Ok((send, false))
     }
 
-    /// Sends `req` on `send`, a connection to node `index`, and leaves in `copy` what may be sent
-    /// again should that connection, when `reused`, turn out closed before any answer. With the
-    /// answer's future, the time it is given to start (see [`timed`]).
+    /// Sends `req` on `send`, a connection to node `index`, and leaves in `next` the copy that
+    /// may be sent again should that connection, when `reused`, turn out closed before any
+    /// answer. With the answer's future, the time it is given to start (see [`timed`]).
     fn send(
         &self,
         index: usize,
         mut send: Sender,
         reused: bool,
         mut req: Request<UpstreamBody>,
-        copy: &mut Option<Request<UpstreamBody>>,
+        next: &mut Option<Next>,
     ) -> (
         impl Future<Output = Result<Response<hyper::body::Incoming>, TrySendError>>,
         Option<Duration>,
@@ -601,7 +609,7 @@ impl UpstreamService {
             req.headers_mut().insert(HOST, node.host_header.clone());
         }
         // Only a reused connection can have been closed by the node as the request crossed it.
-        *copy = if reused { replayable(&req) } else { None };
+        *next = if reused { Replay::of(&req).map(Next::Copy) } else { None };
         let response = send.try_send_request(req);
         // The connection is free again as soon as this response has been read; the next request
         // of this client connection cannot start before that.
@@ -620,8 +628,8 @@ impl UpstreamService {
         ))
     }
 
-    /// What the outcome of sending a request to node `index` means: its answer, or how it failed
-    /// (`replayable`: a copy to send again is kept).
+    /// What the outcome of sending a request to node `index` means: its answer, or how it failed.
+    /// A stale connection's copy, when `next` holds one, becomes the request to send next.
     #[allow(
         clippy::result_large_err,
         reason = "a request given back unsent rides in the error, matched at once by the caller"
@@ -630,7 +638,7 @@ impl UpstreamService {
         &self,
         index: usize,
         result: Result<Response<hyper::body::Incoming>, TrySendError>,
-        replayable: bool,
+        next: &mut Option<Next>,
     ) -> Result<Response<Body>, Failure> {
         let shared = &*self.shared;
         let node = shared.nodes.get(index);
@@ -670,8 +678,13 @@ impl UpstreamService {
                             &reason,
                         )));
                     }
-                    if replayable && closed_before_answer(&e) {
-                        return Err(Failure::Stale(format!("{}: {e}", node.authority)));
+                    if closed_before_answer(&e) {
+                        if let Some(Next::Copy(copy)) = next.take() {
+                            if let Some(again) = copy.into_request() {
+                                *next = Some(Next::Send(again));
+                                return Err(Failure::Stale(format!("{}: {e}", node.authority)));
+                            }
+                        }
                     }
                     tracing::warn!(node = %node.authority, error = %e, "upstream connection failed before a response");
                     shared.metrics.upstream_error(UpstreamError::Broken);
@@ -714,29 +727,6 @@ fn timed(method: &Method, limit: Option<Duration>) -> Option<Duration> {
     limit.filter(|_| matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS))
 }
 
-/// A copy of `req` to send again should the reused connection turn out closed before any answer:
-/// for idempotent methods (RFC 9110 §9.2.2: sending one twice has the effect of sending it once)
-/// with a body that is complete in memory (none, or a buffer). `None` otherwise: a streamed body
-/// can be sent only once, and a POST may have been acted on.
-fn replayable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
-    let idempotent = matches!(
-        *req.method(),
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    );
-    if !idempotent {
-        return None;
-    }
-    let body = req.body().replayable()?;
-    let mut copy = Request::new(body);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    // Holds hyper's record of the client's header case, kept with `preserve_header_case`.
-    *copy.extensions_mut() = req.extensions().clone();
-    Some(copy)
-}
-
 /// True when hyper says the connection ended before an answer started: EOF where the answer
 /// should be (`is_incomplete_message`), the connection task gone (`is_canceled`), or the node's
 /// reset of a connection it had closed (a read or write on it failed with a reset or broken pipe).
@@ -769,13 +759,6 @@ fn ambiguous_framing(headers: &http::HeaderMap) -> bool {
 mod tests {
     use super::*;
 
-    fn req(method: Method, body: Body) -> Request<UpstreamBody> {
-        let mut req = Request::new(UpstreamBody::new(body).0);
-        *req.method_mut() = method;
-        req.headers_mut().insert("x-a", HeaderValue::from_static("1"));
-        req
-    }
-
     #[test]
     fn only_reads_are_timed() {
         let limit = Some(Duration::from_secs(1));
@@ -786,36 +769,6 @@ mod tests {
             assert_eq!(timed(&method, limit), None, "{method}");
         }
         assert_eq!(timed(&Method::GET, None), None);
-    }
-
-    #[test]
-    fn idempotent_requests_with_complete_bodies_are_replayable() {
-        let copy = replayable(&req(Method::PUT, Body::full("{\"error\":null}"))).expect("a PUT with a buffer");
-        assert_eq!(copy.method(), Method::PUT);
-        assert_eq!(copy.headers()["x-a"], "1");
-        assert_eq!(http_body::Body::size_hint(copy.body()).exact(), Some(14));
-        assert!(replayable(&req(Method::GET, Body::Empty)).is_some());
-        assert!(replayable(&req(Method::DELETE, Body::Empty)).is_some());
-        // Not idempotent, even with a buffer.
-        assert!(replayable(&req(Method::POST, Body::full("{}"))).is_none());
-        assert!(replayable(&req(Method::PATCH, Body::Empty)).is_none());
-        // A streamed body can be sent only once.
-        assert!(replayable(&req(Method::PUT, Body::boxed(Streamed))).is_none());
-    }
-
-    /// A body of unknown length, as a client's streamed one.
-    struct Streamed;
-
-    impl http_body::Body for Streamed {
-        type Data = bytes::Bytes;
-        type Error = Infallible;
-
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
-            Poll::Ready(None)
-        }
     }
 
     #[test]
