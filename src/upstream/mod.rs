@@ -312,12 +312,13 @@ impl ConnState {
         self.lock().slots.get_mut(index).and_then(Option::take)
     }
 
-    fn put(self: &Arc<Self>, index: usize, node: u64, send: Sender) {
+    /// Keeps `send` as slot `index`'s connection, in use since `since`.
+    fn put(self: &Arc<Self>, index: usize, node: u64, send: Sender, since: Instant) {
         let mut local = self.lock();
         if local.slots.len() <= index {
             local.slots.resize_with(index + 1, || None);
         }
-        let previous = local.slots[index].replace(Idle::new(node, send, self.pool_idle_timeout));
+        let previous = local.slots[index].replace(Idle::new(node, send, self.pool_idle_timeout, since));
         let register = !std::mem::replace(&mut local.held, true);
         drop(local);
         if let Some(previous) = previous {
@@ -428,6 +429,16 @@ enum Failure {
     Answered(Response<Body>),
 }
 
+/// An upstream connection ready for a request.
+struct CheckedOut {
+    send: Sender,
+    /// Used before: the node may close it as the request crosses it.
+    reused: bool,
+    /// A moment at or before it was handed over, when the node's idle timer had not started
+    /// again: its idle time counts from there once it is put back.
+    at: Instant,
+}
+
 /// The one slot of [`UpstreamService::forward`]: what goes out next.
 enum Next {
     /// The client's request, or one a node gave back unsent.
@@ -472,7 +483,7 @@ impl UpstreamService {
                 // before answering); then one fresh connection is tried.
                 let mut fresh = false;
                 loop {
-                    let (send, reused) = match self.checkout(index, fresh).await {
+                    let checked_out = match self.checkout(index, fresh).await {
                         Ok(checked_out) => checked_out,
                         Err(e) if e.is_local() => {
                             // Says nothing of the node: it stays live. Another node may still have
@@ -497,7 +508,7 @@ impl UpstreamService {
                     // ever moved, never borrowed here: a borrowed local keeps its place in the
                     // future across the wait, and this one is 280 bytes.
                     let Some(Next::Send(req)) = next.take() else { break };
-                    let (response, limit) = self.send(index, send, reused, req, &mut next);
+                    let (response, limit) = self.send(index, checked_out, req, &mut next);
                     let result = match limit {
                         None => response.await,
                         Some(limit) => {
@@ -561,22 +572,25 @@ impl UpstreamService {
     }
 
     /// An upstream connection to node `index`: this client connection's own, a parked one,
-    /// or a new one (always new when `fresh`). True with a connection that was used before.
-    async fn checkout(&self, index: usize, fresh: bool) -> Result<(Sender, bool), ConnectError> {
+    /// or a new one (always new when `fresh`).
+    async fn checkout(&self, index: usize, fresh: bool) -> Result<CheckedOut, ConnectError> {
         let shared = &*self.shared;
         let node = shared.nodes.get(index);
         if !fresh {
             if let Some(idle) = self.conn.take(index) {
-                if idle.usable() {
+                // The one reading of the clock for a request on the connection in hand.
+                let at = Instant::now();
+                if idle.usable_at(at) {
                     let mut send = idle.send;
                     if send.ready().await.is_ok() {
-                        return Ok((send, true));
+                        return Ok(CheckedOut { send, reused: true, at });
                     }
                 }
             }
             while let Some(mut send) = pool::take_parked(node.id) {
                 if send.ready().await.is_ok() {
-                    return Ok((send, true));
+                    let at = Instant::now();
+                    return Ok(CheckedOut { send, reused: true, at });
                 }
             }
         }
@@ -585,17 +599,20 @@ impl UpstreamService {
         let connect = Box::pin(pool::connect(node, &shared.client, shared.connect_timeout, shared.tls.as_ref()));
         let send = connect.await?;
         shared.nodes.mark_alive(index);
-        Ok((send, false))
+        Ok(CheckedOut {
+            send,
+            reused: false,
+            at: Instant::now(),
+        })
     }
 
-    /// Sends `req` on `send`, a connection to node `index`, and leaves in `next` the copy that
-    /// may be sent again should that connection, when `reused`, turn out closed before any
-    /// answer. With the answer's future, the time it is given to start (see [`timed`]).
+    /// Sends `req` on a connection to node `index`, and leaves in `next` the copy that may be
+    /// sent again should that connection, when reused, turn out closed before any answer. With
+    /// the answer's future, the time it is given to start (see [`timed`]).
     fn send(
         &self,
         index: usize,
-        mut send: Sender,
-        reused: bool,
+        CheckedOut { mut send, reused, at }: CheckedOut,
         mut req: Request<UpstreamBody>,
         next: &mut Option<Next>,
     ) -> (
@@ -613,7 +630,7 @@ impl UpstreamService {
         let response = send.try_send_request(req);
         // The connection is free again as soon as this response has been read; the next request
         // of this client connection cannot start before that.
-        self.conn.put(index, node.id, send);
+        self.conn.put(index, node.id, send, at);
         (response, limit)
     }
 

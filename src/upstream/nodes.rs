@@ -147,7 +147,8 @@ impl Nodes {
     /// (round-robin), then the dead ones, soonest back first. Each node appears once.
     pub fn plan(&self, start: usize) -> Plan {
         let n = self.nodes.len();
-        let now = self.now_ms();
+        // Read only when a node was ever marked dead: healthy clusters plan without the clock.
+        let mut now = None;
         let mut plan = Plan {
             order: [0; Plan::MAX],
             len: 0,
@@ -158,7 +159,7 @@ impl Nodes {
         for k in 0..n.min(Plan::MAX) {
             let i = (start + k) % n;
             let until = self.nodes[i].dead_until_ms.load(Ordering::Relaxed);
-            if until <= now {
+            if until == 0 || until <= *now.get_or_insert_with(|| self.now_ms()) {
                 plan.order[usize::from(plan.len)] = i as u32;
                 plan.len += 1;
             } else {

@@ -56,17 +56,18 @@ pub(crate) struct Idle {
 }
 
 impl Idle {
-    pub(crate) fn new(node: u64, send: Sender, max_idle: Duration) -> Self {
+    /// A connection last seen busy at `since`.
+    pub(crate) fn new(node: u64, send: Sender, max_idle: Duration, since: Instant) -> Self {
         Idle {
             node,
             send,
-            since: Instant::now(),
+            since,
             max_idle,
         }
     }
 
     /// Still open, and young enough at `at` that the node has not closed it as idle.
-    fn usable_at(&self, at: Instant) -> bool {
+    pub(crate) fn usable_at(&self, at: Instant) -> bool {
         !self.send.is_closed() && at.saturating_duration_since(self.since) < self.max_idle
     }
 
