@@ -24,8 +24,11 @@
 //!
 //! # Bodies
 //!
-//! [`ConnectorErrorGuard`] is a service for any request body with [`Bytes`](bytes::Bytes)
-//! frames. The inner service receives a [`GuardedBody`]: the caller's own body, untouched and
+//! [`ConnectorErrorGuard`] is a service for any `Unpin` request body with
+//! [`Bytes`](bytes::Bytes) frames (hyper's `Incoming`, `Full`, the boxed bodies of
+//! `http-body-util` all are; pin any other one with `Box::pin`). `Unpin`, so that the body of an
+//! intercepted call is read where it lies and handed to a draining task when it is refused,
+//! without an allocation per call to pin it. The inner service receives a [`GuardedBody`]: the caller's own body, untouched and
 //! unbuffered, for every request but the intercepted route, the bytes esgate read for that one.
 //! It may answer any body with `Bytes` frames; the guard answers [`ResponseBody`]: the inner
 //! service's body, or one esgate wrote.

@@ -194,7 +194,7 @@ where
     S: Service<Request<GuardedBody<B>>, Response = Response<ResB>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    B: AnyBody,
+    B: AnyBody + Unpin,
     ResB: AnyBody,
 {
     type Response = Response<ResponseBody<ResB>>;
@@ -237,7 +237,7 @@ fn guard<S, B, ResB>(
 ) -> BoxFuture<Response<ResponseBody<ResB>>, S::Error>
 where
     S: Inner<B, ResB>,
-    B: AnyBody,
+    B: AnyBody + Unpin,
     ResB: AnyBody,
 {
     let (parts, body) = req.into_parts();
@@ -302,7 +302,7 @@ pin_project! {
     enum State<F, B, ResB, E> {
         /// Reading the body, in front of a modelled version.
         Reading {
-            read: Option<BodyRead<Pin<Box<B>>>>,
+            read: Option<BodyRead<B>>,
             framing: Framing,
             dialects: DialectSet,
         },
@@ -333,7 +333,7 @@ fn taken<T>(slot: &mut Option<T>) -> T {
 impl<S, B, ResB> Future for Guard<S, B, ResB>
 where
     S: Inner<B, ResB>,
-    B: AnyBody,
+    B: AnyBody + Unpin,
     ResB: AnyBody,
 {
     type Output = Result<Response<ResponseBody<ResB>>, S::Error>;
@@ -481,26 +481,19 @@ pub mod unchecked {
 /// when the client may still be sending it).
 // Either side is used at once by the caller; boxing the answer would cost a refusal an allocation.
 #[allow(clippy::result_large_err)]
-fn begin_read<B: AnyBody>(
+fn begin_read<B: AnyBody + Unpin>(
     config: &GuardConfig,
     framing: Framing,
     body: B,
-) -> Result<BodyRead<Pin<Box<B>>>, Response<Body>> {
+) -> Result<BodyRead<B>, Response<Body>> {
     let limit = config.max_body_size;
     if framing.declared.is_some_and(|n| n > limit as u64) {
         if !framing.expects_continue {
-            linger(Box::pin(body));
+            linger(body);
         }
         return Err(too_large(limit));
     }
-    // Pinned once, for any body type; this route only.
-    match BodyRead::new(
-        Box::pin(body),
-        framing.declared,
-        limit,
-        &config.budget,
-        config.body_read_timeout,
-    ) {
+    match BodyRead::new(body, framing.declared, limit, &config.budget, config.body_read_timeout) {
         Ok(read) => Ok(read),
         Err((trip, body)) => {
             // Refused before any read: with `Expect: 100-continue` the client sends nothing more.
@@ -514,10 +507,10 @@ fn begin_read<B: AnyBody>(
 
 /// The rest of step 1.: the answer to a body that was not read whole (over the limit, no
 /// progress for the body deadline, over the budget, broken).
-fn read_failed<B: AnyBody>(
+fn read_failed<B: AnyBody + Unpin>(
     config: &GuardConfig,
     framing: Framing,
-    read: BodyRead<Pin<Box<B>>>,
+    read: BodyRead<B>,
     e: ReadError,
 ) -> Response<Body> {
     let limit = config.max_body_size;

@@ -458,7 +458,7 @@ impl ConnectionHandle {
 
 impl<B> hyper::service::Service<Request<B>> for ConnectionHandle
 where
-    B: http_body::Body<Data = bytes::Bytes> + Into<Body> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Into<Body> + Unpin + Send + 'static,
     B::Error: Into<crate::BoxError>,
 {
     type Response = Response<ResponseBody<Body>>;
