@@ -449,6 +449,9 @@ enum Next {
 
 /// Why no node answered, for the final error.
 enum NoAnswer {
+    /// No node was tried: none is configured. A variant rather than a message, so that no
+    /// request allocates the text of an answer it almost never gives.
+    NoNode,
     /// A node could not be reached or broke the connection: 502.
     Node(String),
     /// esgate could not open a connection for a reason of its own: 503.
@@ -473,7 +476,7 @@ impl UpstreamService {
         async move {
             let shared = &*self.shared;
             let started = (shared.annotate || tracing::enabled!(tracing::Level::DEBUG)).then(Instant::now);
-            let mut last = NoAnswer::Node(String::from("no upstream node is configured"));
+            let mut last = NoAnswer::NoNode;
             let mut tried = false;
             for index in shared.nodes.plan(self.conn.next_start()) {
                 if std::mem::replace(&mut tried, true) {
@@ -562,6 +565,9 @@ impl UpstreamService {
                 }
             }
             Ok(match last {
+                NoAnswer::NoNode => {
+                    es_error::bad_gateway("no Elasticsearch node could be reached (no upstream node is configured)")
+                }
                 NoAnswer::Node(why) => es_error::bad_gateway(&format!("no Elasticsearch node could be reached ({why})")),
                 NoAnswer::Local(why) => {
                     let reason = format!("esgate cannot open a connection to Elasticsearch now ({why})");
