@@ -1,10 +1,10 @@
 //! [`ObserveLayer`]: the outermost layer. It times every request, feeds the [`Metrics`], and
 //! hands audit [`Event`]s to the [`Auditor`].
 //!
-//! It reads what inner layers recorded in the response's extensions: the connector-error
-//! layer's [`Intercepted`] record (which also says the request was on that route) and the
-//! upstream's [`UpstreamInfo`]. The response itself passes through untouched, and its body is
-//! not wrapped: durations run to the response head.
+//! It reads what inner layers recorded: the connector-error layer's [`Intercepted`] record in the
+//! guard's [`ResponseBody`] (which also says the request was on that route) and the upstream's
+//! [`UpstreamInfo`] in the response's extensions. The response itself passes through untouched,
+//! and its body is not wrapped: durations run to the response head.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ use crate::audit::{Auditor, Event, WriteRecord};
 use crate::body::Body;
 use crate::elasticsearch::writes::{inspect as inspect_body, ErrorChange, Form, Subject, WritePath};
 use crate::BoxError;
-use crate::connector_error::{Intercepted, Verdict};
+use crate::connector_error::{ResponseBody, Verdict};
 use crate::metrics::{Metrics, Route};
 use crate::redact::{caller, redact_secrets};
 use crate::upstream::{ConnInfo, UpstreamInfo};
@@ -82,10 +82,10 @@ impl<S> Observe<S> {
 
 impl<S, B, ResB> Service<Request<B>> for Observe<S>
 where
-    S: Service<Request<ObservedBody<B>>, Response = Response<ResB>>,
+    S: Service<Request<ObservedBody<B>>, Response = Response<ResponseBody<ResB>>>,
     B: http_body::Body,
 {
-    type Response = Response<ResB>;
+    type Response = Response<ResponseBody<ResB>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -135,7 +135,7 @@ impl<S> Observe<S> {
         read_along: Option<(usize, Seen)>,
     ) -> ResponseFuture<S::Future>
     where
-        S: Service<Request<ObservedBody<B>>, Response = Response<ResB>>,
+        S: Service<Request<ObservedBody<B>>, Response = Response<ResponseBody<ResB>>>,
         B: http_body::Body,
     {
         let method = req.method().clone();
@@ -275,10 +275,10 @@ struct State {
 }
 
 impl State {
-    fn finish<B>(self, response: &Response<B>) {
+    fn finish<B>(self, response: &Response<ResponseBody<B>>) {
         let elapsed = self.started.elapsed();
         let status = response.status().as_u16();
-        let record = response.extensions().get::<Intercepted>();
+        let record = response.body().intercepted();
         let route = if record.is_some() {
             Route::ConnectorError
         } else {
@@ -350,9 +350,9 @@ pin_project! {
 
 impl<F, ResB, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<Response<ResB>, E>>,
+    F: Future<Output = Result<Response<ResponseBody<ResB>>, E>>,
 {
-    type Output = Result<Response<ResB>, E>;
+    type Output = Result<Response<ResponseBody<ResB>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -380,7 +380,7 @@ mod tests {
     use tower::{Layer, Service, ServiceExt};
 
     use super::ObserveLayer;
-    use crate::connector_error::{Intercepted, Rejection, Verdict};
+    use crate::connector_error::{Intercepted, ResponseBody, Rejection, Verdict};
     use crate::elasticsearch::Knowledge;
     use crate::metrics::Metrics;
     use crate::upstream::ConnInfo;
@@ -417,10 +417,10 @@ mod tests {
     async fn counts_each_request_by_route_and_each_local_rejection_by_type() {
         let metrics = Arc::new(Metrics::new());
         let inner = tower::service_fn(|req: Request<super::ObservedBody<Empty<Bytes>>>| async move {
-            let mut response = Response::new(());
+            let mut response = Response::new(ResponseBody::original(()));
             if req.uri().path().ends_with("/_error") {
                 *response.status_mut() = StatusCode::BAD_REQUEST;
-                response.extensions_mut().insert(rejected());
+                response.body_mut().set_intercepted(rejected());
             }
             Ok::<_, Infallible>(response)
         });
@@ -435,7 +435,7 @@ mod tests {
                 .await
                 .expect("infallible");
             assert_eq!(
-                response.extensions().get::<Intercepted>().is_some(),
+                response.body().intercepted().is_some(),
                 path.ends_with("/_error")
             );
         }
@@ -461,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn a_request_whose_client_went_away_is_no_longer_in_flight() {
         let metrics = Arc::new(Metrics::new());
-        let inner = tower::service_fn(|_: Request<super::ObservedBody<Empty<Bytes>>>| std::future::pending::<Result<Response<()>, Infallible>>());
+        let inner = tower::service_fn(|_: Request<super::ObservedBody<Empty<Bytes>>>| std::future::pending::<Result<Response<ResponseBody<()>>, Infallible>>());
         let mut service = layer(&metrics).layer(inner);
         let future = service.call(Request::new(Empty::<Bytes>::new()));
         assert_eq!(

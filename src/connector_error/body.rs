@@ -5,6 +5,11 @@
 //! layers do it: the pass-through path keeps the caller's own body (no box, no copy), and the
 //! intercepted route carries the bytes it read. Their cases are private, so that a new case
 //! (a streamed canonical body, say) is not a breaking change.
+//!
+//! A [`ResponseBody`] on the intercepted route also carries the guard's [`Intercepted`] record.
+//! The body rather than the response's extensions: an extension costs three allocations (the
+//! map, its table, the boxed value) and about 900 instructions with their frees on every call of
+//! the route, the record in the body one (BENCHMARKS.md, "The record in the body").
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -12,6 +17,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use super::verdict::Intercepted;
 
 pin_project! {
     /// The request body the inner service receives: the caller's body, untouched, for every
@@ -25,11 +32,42 @@ pin_project! {
 }
 
 pin_project! {
-    /// The response body of the guard: the inner service's, or an answer esgate wrote itself.
+    /// The response body of the guard: the inner service's, or an answer esgate wrote itself;
+    /// on the intercepted route, with the record of what was done ([`ResponseBody::intercepted`]).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]
         kind: Kind<B>,
+        // Boxed: one pointer on every response, the record only on the route.
+        record: Option<Box<Intercepted>>,
+    }
+}
+
+impl<B> ResponseBody<B> {
+    fn from_kind(kind: Kind<B>) -> Self {
+        ResponseBody { kind, record: None }
+    }
+
+    /// The record of what the guard did, on every response to `PUT /_connector/<id>/_error`
+    /// (whoever wrote it, esgate or the inner service); `None` on every other route. Read it
+    /// before the body is mapped into another type: the record stays with this one.
+    pub fn intercepted(&self) -> Option<&Intercepted> {
+        self.record.as_deref()
+    }
+
+    /// Takes the record out (see [`ResponseBody::intercepted`]).
+    pub fn take_intercepted(&mut self) -> Option<Intercepted> {
+        self.record.take().map(|record| *record)
+    }
+
+    pub(crate) fn set_intercepted(&mut self, record: Intercepted) {
+        self.record = Some(Box::new(record));
+    }
+}
+
+impl<B> GuardedBody<B> {
+    fn from_kind(kind: Kind<B>) -> Self {
+        GuardedBody { kind }
     }
 }
 
@@ -85,16 +123,12 @@ macro_rules! body_impl {
         impl<B> $name<B> {
             /// The original body, passed on as it is.
             pub fn original(body: B) -> Self {
-                $name {
-                    kind: Kind::Original { body },
-                }
+                Self::from_kind(Kind::Original { body })
             }
 
             /// A complete body held in memory (none when `bytes` is empty).
             pub fn buffered(bytes: impl Into<Bytes>) -> Self {
-                $name {
-                    kind: Kind::buffered(bytes.into()),
-                }
+                Self::from_kind(Kind::buffered(bytes.into()))
             }
 
             /// The original body, or the buffer (`None`: empty) esgate put in its place.

@@ -421,7 +421,7 @@ where
     }
 }
 
-/// The response with the record of what was done in its extensions.
+/// The response with the record of what was done in its body.
 fn record<ResB>(
     (mut response, verdict, error_text): Checked<ResB>,
     connector_id: String,
@@ -431,7 +431,7 @@ fn record<ResB>(
         Some(ErrorText { text, length }) => (Some(text), length),
         None => (None, 0),
     };
-    response.extensions_mut().insert(Intercepted {
+    response.body_mut().set_intercepted(Intercepted {
         connector_id,
         verdict,
         error_text,
@@ -1393,9 +1393,9 @@ mod guard_tests {
         tower::util::BoxCloneService<Request<GuardedBody<Full<Bytes>>>, Response<Full<Bytes>>, Infallible>;
 
     async fn text(response: Response<ResponseBody<Full<Bytes>>>) -> (StatusCode, String, Option<Intercepted>) {
-        let (mut parts, body) = response.into_parts();
+        let (parts, mut body) = response.into_parts();
+        let record = body.take_intercepted();
         let bytes = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
-        let record = parts.extensions.remove::<Intercepted>();
         (parts.status, String::from_utf8_lossy(&bytes).into_owned(), record)
     }
 

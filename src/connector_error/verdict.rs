@@ -1,8 +1,10 @@
 //! What the layer did with an intercepted call, for the audit trail and the metrics.
 //!
-//! [`ConnectorErrorGuard`](super::ConnectorErrorGuard) puts an [`Intercepted`] into the extensions
-//! of every response to `PUT /_connector/<id>/_error`, whoever wrote it (esgate or the upstream).
-//! Layers outside it read it there; nothing of it goes on the wire.
+//! [`ConnectorErrorGuard`](super::ConnectorErrorGuard) puts an [`Intercepted`] into the
+//! [`ResponseBody`](super::ResponseBody) of every response to `PUT /_connector/<id>/_error`,
+//! whoever wrote it (esgate or the upstream). Layers outside it read it there
+//! ([`ResponseBody::intercepted`](super::ResponseBody::intercepted)); nothing of it goes on the
+//! wire.
 
 use crate::elasticsearch::Knowledge;
 pub use crate::elasticsearch::Rejection;
