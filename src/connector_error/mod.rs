@@ -19,9 +19,9 @@
 //! (the settings), `decode` (gzip/deflate), `auth` (the optional credential check) and `verdict`
 //! (the record of what was done). Every response to the route carries an [`Intercepted`] record
 //! in its body ([`ResponseBody::intercepted`]: what was done and why), which the audit trail and
-//! metrics read. With
-//! `report_only`, calls that would be refused are forwarded unchanged and recorded as
-//! [`Verdict::WouldReject`]. Reference: `docs/connector-error.md` and `docs/dialects.md`.
+//! metrics read. With `report_only`, calls that would be refused are forwarded unchanged and
+//! recorded as [`Verdict::WouldReject`]. Reference: `docs/connector-error.md` and
+//! `docs/dialects.md`.
 //!
 //! # Bodies
 //!
