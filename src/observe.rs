@@ -1,10 +1,11 @@
 //! [`ObserveLayer`]: the outermost layer. It times every request, feeds the [`Metrics`], and
 //! hands audit [`Event`]s to the [`Auditor`].
 //!
-//! It reads what inner layers recorded: the connector-error layer's [`Intercepted`] record in the
-//! guard's [`ResponseBody`] (which also says the request was on that route) and the upstream's
-//! [`UpstreamInfo`] in the response's extensions. The response itself passes through untouched,
-//! and its body is not wrapped: durations run to the response head.
+//! It reads what inner layers recorded: the connector-error layer's
+//! [`Intercepted`](crate::connector_error::Intercepted) record in the guard's [`ResponseBody`]
+//! (which also says the request was on that route) and the upstream's [`UpstreamInfo`] in the
+//! response's extensions. The response itself passes through untouched, and its body is not
+//! wrapped: durations run to the response head.
 
 use std::future::Future;
 use std::pin::Pin;
