@@ -21,7 +21,7 @@
 //! requests. esgate instead takes a connection back from hyper as soon as it waits for the next
 //! request head with nothing received, and waits for the socket to become readable itself; a
 //! parked connection holds its socket, its service and a few hundred bytes of task
-//! ([`serve_client`]).
+//! (`connection::serve_client`).
 //!
 //! **Framing is checked first.** Before a request reaches the service stack, requests whose
 //! framing or method a proxy must not pass on (RFC 9112 §3.2, §6.1, §6.3; `CONNECT`) are answered

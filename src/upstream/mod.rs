@@ -11,7 +11,7 @@
 //! be reached, the connection breaks before a response, or the answer's framing is ambiguous; 503
 //! when esgate cannot open a connection for a reason of its own (descriptors, memory); 504 when a
 //! GET, HEAD or OPTIONS does not get the start of its answer within `response_timeout` (see
-//! [`timed`]); 400 when the client's own request body breaks while it is sent. This is the only
+//! `timed`); 400 when the client's own request body breaks while it is sent. This is the only
 //! place where an error turns into a response, so the service's error type is [`Infallible`].
 //!
 //! Retries, all on a connection where nothing of the request can have been acted on twice: a
@@ -339,7 +339,7 @@ impl ConnState {
 
 impl UpstreamService {
     /// Gives this client connection's idle upstream connections back to the thread's pool at
-    /// once (rather than after [`pool::RELEASE_AFTER`]): called when the client connection is
+    /// once (rather than after `pool::RELEASE_AFTER`): called when the client connection is
     /// parked, so that a burst of clients that then fall idle holds upstream connections only
     /// while their requests run.
     pub fn release_idle(&self) {
