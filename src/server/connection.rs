@@ -8,8 +8,8 @@ use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
@@ -68,6 +68,19 @@ struct RoundState {
     heads: AtomicUsize,
     /// Set while esgate takes the connection back from hyper: the socket stays open.
     parking: AtomicBool,
+    /// When the latest header-read timer is due, and when the wait it began (if it is a wait
+    /// between requests) has lasted [`PARK_AFTER`]: what the connection's [`Clock`] is set to.
+    due: Mutex<Due>,
+    /// Set by the connection's [`Clock`] once the latest header-read timer is due; hyper's
+    /// [`HeadSleep`] reads it.
+    head_expired: AtomicBool,
+}
+
+/// The deadlines of the latest header-read timer ([`RoundState::due`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Due {
+    head: Option<Instant>,
+    park: Option<Instant>,
 }
 
 impl RoundState {
@@ -75,6 +88,14 @@ impl RoundState {
     /// buffers can be given up.
     fn between_requests(&self) -> bool {
         self.heads.load(Ordering::Relaxed) >= 2 && self.head_timers.load(Ordering::Relaxed) > 0
+    }
+
+    fn due(&self) -> Due {
+        *self.due.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn set_due(&self, due: Due) {
+        *self.due.lock().unwrap_or_else(PoisonError::into_inner) = due;
     }
 }
 
@@ -86,15 +107,17 @@ impl RoundState {
 ///
 /// hyper's only use of its timer on a server connection is the header-read timeout, started when
 /// it begins to read a head and dropped when the head is complete; [`HeadTimer`] follows those
-/// timers to know when hyper waits for a head ([`RoundState::between_requests`]). The timeout
+/// timers to know when hyper waits for a head ([`RoundState::between_requests`]), and one tokio
+/// timer per round, the [`Clock`], stands behind them and the wait before parking. The timeout
 /// runs from the moment the connection went idle, across the parked wait and the next round, as
 /// it did when hyper kept the connection.
 pub(super) async fn serve_client<T: ClientStream>(
     io: T,
     service: Checked,
     generation: &Generation,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) {
+    let mut stop = Stop::new(shutdown);
     let header_timeout = Some(generation.config.server.header_read_timeout).filter(|d| !d.is_zero());
     let state = Arc::new(RoundState::default());
     let (mut io, mut service, mut leftover) = (io, service, Bytes::new());
@@ -105,7 +128,7 @@ pub(super) async fn serve_client<T: ClientStream>(
             let mut peek = [0u8; 1];
             let readable = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|stop| *stop) => false,
+                () = stop.stopped() => false,
                 // `peek` on a new connection: tokio takes a just-accepted socket to be readable
                 // before any event says so. Once hyper's read has found it empty, readiness is
                 // reliable (a rare false one costs a round that parks after its request).
@@ -128,6 +151,7 @@ pub(super) async fn serve_client<T: ClientStream>(
         http.timer(HeadTimer {
             state: state.clone(),
             deadline,
+            timeout: header_timeout.unwrap_or(NO_HEADER_TIMEOUT),
         })
         .header_read_timeout(header_timeout.unwrap_or(NO_HEADER_TIMEOUT));
         let client = ClientIo {
@@ -137,18 +161,17 @@ pub(super) async fn serve_client<T: ClientStream>(
         };
         let mut conn = Box::pin(http.serve_connection(TokioIo::new(client), service));
         let mut draining = false;
-        let mut park_timer = ParkTimer::default();
-        let result = loop {
-            tokio::select! {
-                result = poll_fn(|cx| poll_round(conn.as_mut(), &state, draining, &mut park_timer, cx)) => break result,
-                _ = shutdown.wait_for(|stop| *stop), if !draining => {
-                    // Finish the request in flight (its answer says `connection: close`), or
-                    // close at once when idle.
-                    conn.as_mut().graceful_shutdown();
-                    draining = true;
-                }
+        let mut clock = Clock::default();
+        let result = poll_fn(|cx| {
+            if !draining && stop.poll_stop(cx).is_ready() {
+                // Finish the request in flight (its answer says `connection: close`), or close at
+                // once when idle.
+                conn.as_mut().graceful_shutdown();
+                draining = true;
             }
-        };
+            poll_round(conn.as_mut(), &state, draining, &mut clock, cx)
+        })
+        .await;
         match result {
             Ok(()) if state.parking.load(Ordering::Relaxed) && !draining => {
                 fresh = false;
@@ -179,60 +202,133 @@ pub(super) async fn serve_client<T: ClientStream>(
 
 type ClientConnection<T> = http1::Connection<TokioIo<ClientIo<T>>, Checked>;
 
-/// The wait of [`PARK_AFTER`] before a connection is parked: one timer per round, re-armed each
-/// time hyper falls idle, so a busy connection costs a timer reset per request, not a rebuild.
+/// The one timer of a client connection: hyper's header-read timeout and the wait of
+/// [`PARK_AFTER`] before parking, whichever is due first.
+///
+/// One tokio timer, armed once and moved on. A busy connection moves it to a later deadline on
+/// every request, which tokio does in place (its entry is re-filed only when the old deadline
+/// comes); each of hyper's header-read timers used to register a timer of its own when it was
+/// first polled and take it out of tokio's wheel when the head arrived, about 550 instructions a
+/// request (BENCHMARKS.md, "One timer per connection").
 #[derive(Default)]
-struct ParkTimer {
+struct Clock {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
-    armed: bool,
+    /// The deadline `sleep` is set to.
+    at: Option<Instant>,
 }
 
-impl ParkTimer {
-    /// Ready once hyper has been idle for [`PARK_AFTER`] since it was armed.
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let deadline = tokio::time::Instant::now() + PARK_AFTER;
-        let sleep = self
-            .sleep
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if !self.armed {
-            sleep.as_mut().reset(deadline);
-            self.armed = true;
-        }
+impl Clock {
+    /// Ready once `due` has passed.
+    fn poll_due(&mut self, due: Instant, cx: &mut Context<'_>) -> Poll<()> {
+        let sleep = match &mut self.sleep {
+            Some(sleep) => {
+                if self.at != Some(due) {
+                    sleep.as_mut().reset(due.into());
+                }
+                sleep
+            }
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(due.into()))),
+        };
+        self.at = Some(due);
         sleep.as_mut().poll(cx)
     }
-
-    fn disarm(&mut self) {
-        self.armed = false;
-    }
 }
 
-/// Polls one round; parks the connection when hyper has waited between requests for
-/// [`PARK_AFTER`].
+/// Polls one round: hyper's connection, then the connection's [`Clock`] for what hyper waits
+/// for. An expired header-read timeout is handed to hyper's [`HeadSleep`]; the connection is
+/// parked when hyper has waited between requests for [`PARK_AFTER`].
 fn poll_round<T: ClientStream>(
     mut conn: Pin<&mut ClientConnection<T>>,
     state: &RoundState,
     draining: bool,
-    park_timer: &mut ParkTimer,
+    clock: &mut Clock,
     cx: &mut Context<'_>,
 ) -> Poll<hyper::Result<()>> {
     loop {
-        match conn.as_mut().poll(cx) {
-            Poll::Ready(result) => return Poll::Ready(result),
-            Poll::Pending if !draining && !state.parking.load(Ordering::Relaxed) && state.between_requests() => {
-                if park_timer.poll_idle(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                park_timer.disarm();
-                // hyper is idle: this closes it without a byte written, and the socket stays
-                // open ([`ClientIo`] skips the shutdown).
-                state.parking.store(true, Ordering::Relaxed);
-                conn.as_mut().graceful_shutdown();
+        if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        // hyper waits for a head (or is busy with a request, and then no timer is due).
+        if state.head_timers.load(Ordering::Relaxed) == 0 {
+            return Poll::Pending;
+        }
+        let due = state.due();
+        // An expiry handed to hyper is not waited for again: hyper acts on it when it next reads.
+        let head = due.head.filter(|_| !state.head_expired.load(Ordering::Relaxed));
+        let park = due
+            .park
+            .filter(|_| !draining && !state.parking.load(Ordering::Relaxed) && state.between_requests());
+        let next = match (head, park) {
+            (Some(head), Some(park)) => head.min(park),
+            (head, park) => match head.or(park) {
+                Some(next) => next,
+                None => return Poll::Pending,
+            },
+        };
+        std::task::ready!(clock.poll_due(next, cx));
+        if park == Some(next) {
+            // hyper is idle: this closes it without a byte written, and the socket stays open
+            // ([`ClientIo`] skips the shutdown).
+            state.parking.store(true, Ordering::Relaxed);
+            conn.as_mut().graceful_shutdown();
+        } else {
+            // hyper's next poll of its header-read timer finds it expired.
+            state.head_expired.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The server's shutdown signal as one client connection watches it.
+///
+/// It is polled on every wake-up of the connection's task, several times a request. tokio's
+/// waiting future takes a lock on each poll to compare wakers; here it is polled only when the
+/// signal changed or the task's waker is not the one it holds, and otherwise a poll is one load
+/// of the channel's version. The signal only ever goes from false to true (or the channel closes),
+/// so a change seen here is the stop, and the wake-up that a send makes always comes after it.
+struct Stop {
+    signal: watch::Receiver<bool>,
+    /// Waits for `true` on a receiver of its own; polled with the waker in `waker`.
+    wait: Pin<Box<dyn Future<Output = ()> + Send>>,
+    waker: Option<Waker>,
+    stopped: bool,
+}
+
+impl Stop {
+    fn new(signal: watch::Receiver<bool>) -> Self {
+        let mut waiting = signal.clone();
+        Stop {
+            signal,
+            wait: Box::pin(async move {
+                let _ = waiting.wait_for(|stop| *stop).await;
+            }),
+            waker: None,
+            stopped: false,
+        }
+    }
+
+    /// Ready once the server stops (for good: every later poll is ready too).
+    fn poll_stop(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.stopped {
+            return Poll::Ready(());
+        }
+        let quiet = matches!(self.signal.has_changed(), Ok(false));
+        if quiet && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return Poll::Pending;
+        }
+        match self.wait.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.stopped = true;
+                Poll::Ready(())
             }
             Poll::Pending => {
-                park_timer.disarm();
-                return Poll::Pending;
+                self.waker = Some(cx.waker().clone());
+                Poll::Pending
             }
         }
+    }
+
+    fn stopped(&mut self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| self.poll_stop(cx))
     }
 }
 
@@ -293,11 +389,14 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for ClientIo<T> {
     }
 }
 
-/// hyper's timer for one round: tokio's, counted in [`RoundState`]; the first head of a round
-/// keeps the deadline that started when the connection went idle.
+/// hyper's timer for one round: each header-read timer is a deadline for the connection's
+/// [`Clock`], counted in [`RoundState`]; the first head of a round keeps the deadline that started
+/// when the connection went idle.
 struct HeadTimer {
     state: Arc<RoundState>,
     deadline: Option<Instant>,
+    /// The header-read timeout hyper adds to the time it starts to wait for a head.
+    timeout: Duration,
 }
 
 impl hyper::rt::Timer for HeadTimer {
@@ -309,42 +408,48 @@ impl hyper::rt::Timer for HeadTimer {
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        let first = self.state.heads.fetch_add(1, Ordering::Relaxed) == 0;
-        let deadline = match self.deadline {
+        let state = &self.state;
+        let first = state.heads.fetch_add(1, Ordering::Relaxed) == 0;
+        // hyper started to wait for this head `timeout` before `deadline`; after the first head
+        // of a round, that is when the connection went idle.
+        let park = (!first)
+            .then(|| deadline.checked_sub(self.timeout))
+            .flatten()
+            .and_then(|idle| idle.checked_add(PARK_AFTER));
+        let head = match self.deadline {
             Some(idle) if first => deadline.min(idle),
             _ => deadline,
         };
-        self.state.head_timers.fetch_add(1, Ordering::Relaxed);
-        Box::pin(HeadSleep {
-            sleep: tokio::time::sleep_until(deadline.into()),
-            _alive: TimerAlive(self.state.clone()),
-        })
+        state.set_due(Due { head: Some(head), park });
+        state.head_expired.store(false, Ordering::Relaxed);
+        state.head_timers.fetch_add(1, Ordering::Relaxed);
+        Box::pin(HeadSleep(state.clone()))
     }
 }
 
-pin_project! {
-    /// One header-read timer.
-    struct HeadSleep {
-        #[pin]
-        sleep: tokio::time::Sleep,
-        _alive: TimerAlive,
-    }
-}
+/// One header-read timer, as hyper holds it: expired when the connection's [`Clock`] says so.
+///
+/// It registers no waker of its own. hyper polls it only from within [`poll_round`], which polls
+/// the connection's clock next, in the same task, whenever a header-read timer is alive: the
+/// clock's wake-up is the task's.
+struct HeadSleep(Arc<RoundState>);
 
 impl Future for HeadSleep {
     type Output = ();
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().sleep.poll(cx)
+    fn poll(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+        if self.0.head_expired.load(Ordering::Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 
 impl hyper::rt::Sleep for HeadSleep {}
 
 /// Counts a header-read timer out when it is dropped.
-struct TimerAlive(Arc<RoundState>);
-
-impl Drop for TimerAlive {
+impl Drop for HeadSleep {
     fn drop(&mut self) {
         self.0.head_timers.fetch_sub(1, Ordering::Relaxed);
     }
@@ -482,5 +587,66 @@ where
         let ready: Poll<Result<(), Infallible>> = Service::<Request<B>>::poll_ready(&mut service.1, &mut cx);
         debug_assert!(ready.is_ready(), "the stack is always ready (src/stack.rs)");
         service.1.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::Wake;
+
+    use super::*;
+
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_stop_signal_wakes_the_connection_and_stays_ready() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(rx);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(stop.poll_stop(&mut cx).is_pending());
+        // Polls in between take the quick path and change nothing.
+        assert!(stop.poll_stop(&mut cx).is_pending());
+        assert!(stop.poll_stop(&mut cx).is_pending());
+        tx.send(true).expect("a receiver is alive");
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the send wakes the task that polled");
+        assert!(stop.poll_stop(&mut cx).is_ready());
+        assert!(stop.poll_stop(&mut cx).is_ready(), "stopped for good");
+    }
+
+    #[test]
+    fn a_new_waker_is_registered_before_the_quick_path_is_taken() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(rx);
+        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
+        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
+        assert!(stop.poll_stop(&mut Context::from_waker(&w1)).is_pending());
+        assert!(stop.poll_stop(&mut Context::from_waker(&w2)).is_pending());
+        tx.send(true).expect("a receiver is alive");
+        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the latest waker is woken");
+        assert!(stop.poll_stop(&mut Context::from_waker(&w2)).is_ready());
+    }
+
+    #[test]
+    fn a_closed_signal_stops_the_connection() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = Stop::new(rx);
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(stop.poll_stop(&mut cx).is_pending());
+        drop(tx);
+        assert!(stop.poll_stop(&mut cx).is_ready());
     }
 }
