@@ -608,19 +608,31 @@ mod tests {
         }
     }
 
+    impl Count {
+        fn woken(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A waker and its count.
+    fn counted() -> (Arc<Count>, Waker) {
+        let count = Arc::new(Count::default());
+        let waker = Waker::from(count.clone());
+        (count, waker)
+    }
+
     #[test]
     fn the_stop_signal_wakes_the_connection_and_stays_ready() {
         let (tx, rx) = watch::channel(false);
         let mut stop = Stop::new(rx);
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (count, waker) = counted();
         let mut cx = Context::from_waker(&waker);
         assert!(stop.poll_stop(&mut cx).is_pending());
         // Polls in between take the quick path and change nothing.
         assert!(stop.poll_stop(&mut cx).is_pending());
         assert!(stop.poll_stop(&mut cx).is_pending());
         tx.send(true).expect("a receiver is alive");
-        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the send wakes the task that polled");
+        assert_eq!(count.woken(), 1, "the send wakes the task that polled");
         assert!(stop.poll_stop(&mut cx).is_ready());
         assert!(stop.poll_stop(&mut cx).is_ready(), "stopped for good");
     }
@@ -629,21 +641,19 @@ mod tests {
     fn a_new_waker_is_registered_before_the_quick_path_is_taken() {
         let (tx, rx) = watch::channel(false);
         let mut stop = Stop::new(rx);
-        let (first, second) = (Arc::new(Count::default()), Arc::new(Count::default()));
-        let (w1, w2) = (Waker::from(first.clone()), Waker::from(second.clone()));
-        assert!(stop.poll_stop(&mut Context::from_waker(&w1)).is_pending());
-        assert!(stop.poll_stop(&mut Context::from_waker(&w2)).is_pending());
+        let ((_, first), (second, latest)) = (counted(), counted());
+        assert!(stop.poll_stop(&mut Context::from_waker(&first)).is_pending());
+        assert!(stop.poll_stop(&mut Context::from_waker(&latest)).is_pending());
         tx.send(true).expect("a receiver is alive");
-        assert_eq!(second.0.load(Ordering::SeqCst), 1, "the latest waker is woken");
-        assert!(stop.poll_stop(&mut Context::from_waker(&w2)).is_ready());
+        assert_eq!(second.woken(), 1, "the latest waker is woken");
+        assert!(stop.poll_stop(&mut Context::from_waker(&latest)).is_ready());
     }
 
     #[test]
     fn a_closed_signal_stops_the_connection() {
         let (tx, rx) = watch::channel(false);
         let mut stop = Stop::new(rx);
-        let count = Arc::new(Count::default());
-        let waker = Waker::from(count.clone());
+        let (_, waker) = counted();
         let mut cx = Context::from_waker(&waker);
         assert!(stop.poll_stop(&mut cx).is_pending());
         drop(tx);
