@@ -208,7 +208,7 @@ type ClientConnection<T> = http1::Connection<TokioIo<ClientIo<T>>, Checked>;
 /// One tokio timer, armed once and moved on. A busy connection moves it to a later deadline on
 /// every request, which tokio does in place (its entry is re-filed only when the old deadline
 /// comes); each of hyper's header-read timers used to register a timer of its own when it was
-/// first polled and take it out of tokio's wheel when the head arrived, about 550 instructions a
+/// first polled and take it out of tokio's wheel when the head arrived, about 590 instructions a
 /// request (BENCHMARKS.md, "One timer per connection").
 #[derive(Default)]
 struct Clock {
