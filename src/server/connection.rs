@@ -70,6 +70,10 @@ struct RoundState {
     parking: AtomicBool,
     /// When the latest header-read timer is due, and when the wait it began (if it is a wait
     /// between requests) has lasted [`PARK_AFTER`]: what the connection's [`Clock`] is set to.
+    ///
+    /// A lock, because hyper wants its timer `Sync`; it is this connection's alone and never
+    /// contended. Two atomics holding nanoseconds from a base `Instant` measured 160 instructions a
+    /// request more (the conversions to and from `Instant` cost more than the lock).
     due: Mutex<Due>,
     /// Set by the connection's [`Clock`] once the latest header-read timer is due; hyper's
     /// [`HeadSleep`] reads it.
