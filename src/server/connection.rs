@@ -219,6 +219,8 @@ struct Clock {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The deadline `sleep` is set to.
     at: Option<Instant>,
+    /// The waker `sleep` was last polled with.
+    waker: Option<Waker>,
 }
 
 impl Clock {
@@ -227,14 +229,27 @@ impl Clock {
         let sleep = match &mut self.sleep {
             Some(sleep) => {
                 if self.at != Some(due) {
+                    let waiting = !sleep.is_elapsed();
                     sleep.as_mut().reset(due.into());
+                    self.at = Some(due);
+                    // A timer moved before it fired keeps the waker it was polled with, and tokio
+                    // wakes that at once if the new deadline has passed: no poll is needed.
+                    if waiting && self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        return Poll::Pending;
+                    }
                 }
                 sleep
             }
-            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(due.into()))),
+            None => {
+                self.at = Some(due);
+                self.sleep.insert(Box::pin(tokio::time::sleep_until(due.into())))
+            }
         };
-        self.at = Some(due);
-        sleep.as_mut().poll(cx)
+        let poll = sleep.as_mut().poll(cx);
+        if poll.is_pending() && !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        poll
     }
 }
 
